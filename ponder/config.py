@@ -1,0 +1,180 @@
+"""One typed config object, loaded from YAML and `a.b=value` overrides, shared by the CLI, the
+server and the cluster entry points."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MODELS_DIR = REPO_ROOT / "models"
+
+
+class ConfigError(ValueError):
+    """A bad config file, flag or value; its message is one line for the user."""
+
+
+@dataclass
+class EngineConfig:
+    kind: str = "hf"  # hf | sim | vllm | openai
+    path: str | None = None  # model directory (hf, vllm) or model name (openai)
+    device: str = "auto"  # auto | cpu | cuda
+    dtype: str = "auto"
+    max_batch: int = 64  # requests per engine call
+    options: dict[str, Any] = field(default_factory=dict)  # engine-specific settings
+
+
+@dataclass
+class SearchConfig:
+    strategy: str = "best_of_n"
+    budget: str = "n=16"  # "n=N" (width) or a token count
+    temperature: float = 0.8
+    max_step_tokens: int = 48
+    max_steps: int = 16
+    seed: int = 0
+    params: dict[str, Any] = field(default_factory=dict)  # strategy config fields
+
+
+@dataclass
+class SchedulerConfig:
+    batch_window_ms: float = 2.0  # how long a batch waits for more requests
+    max_batch: int = 64
+    max_concurrent_searches: int = 32
+    prm_cost_ratio: float = 1.0  # one PRM token costs this many policy tokens
+    allocation_table: str | None = None  # file written by `ponder calibrate`
+    probe_samples: int = 4  # difficulty probe width
+
+
+@dataclass
+class ClusterConfig:
+    address: str | None = None  # None: in-process; "local": a local Ray cluster; else ray address
+    policy_replicas: int = 1
+    reward_replicas: int = 1
+    gpus_per_replica: float = 0.0
+    max_inflight_per_replica: int = 4
+    policy_resources: dict[str, float] = field(default_factory=dict)
+    reward_resources: dict[str, float] = field(default_factory=dict)
+    dashboard: bool = False
+
+
+@dataclass
+class ApiConfig:
+    redis_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+
+def default_policy() -> EngineConfig:
+    return EngineConfig(kind="sim", path=None)
+
+
+def default_reward() -> EngineConfig:
+    return EngineConfig(kind="sim", path=None)
+
+
+@dataclass
+class PonderConfig:
+    policy: EngineConfig = field(default_factory=default_policy)
+    reward: EngineConfig = field(default_factory=default_reward)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PonderConfig:
+        return _build(cls, data or {}, "")
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, overrides: list[str] | None = None) -> PonderConfig:
+        data: dict[str, Any] = {}
+        if path is not None:
+            p = Path(path)
+            if not p.is_file():
+                raise ConfigError(f"config file not found: {p}")
+            try:
+                data = yaml.safe_load(p.read_text()) or {}
+            except yaml.YAMLError as e:
+                raise ConfigError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
+            if not isinstance(data, dict):
+                raise ConfigError(f"config file {p} must hold a mapping at the top level")
+        for item in overrides or []:
+            _set_path(data, item)
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _build(cls: type, data: dict[str, Any], where: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section '{where or 'top'}' must be a mapping")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown config key '{where + unknown[0]}' (known: {', '.join(fields)})")
+    kwargs = {}
+    for name, value in data.items():
+        f = fields[name]
+        sub = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(sub) and not isinstance(sub, dict):
+            kwargs[name] = _build(type(sub), value or {}, f"{where}{name}.")
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _set_path(data: dict[str, Any], item: str) -> None:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like section.key=value")
+    key, raw = item.split("=", 1)
+    value = yaml.safe_load(raw) if raw else None
+    node = data
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {item!r}: '{part}' is not a section")
+    node[parts[-1]] = value
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A search budget: a width (`n=16`), a token cap, or both (`n=16,tokens=4096`)."""
+
+    n: int | None = None
+    tokens: float = math.inf
+
+    @classmethod
+    def parse(cls, spec: str | int | float) -> Budget:
+        if isinstance(spec, (int, float)):
+            spec = str(spec)
+        n, tokens = None, math.inf
+        for part in str(spec).replace(" ", "").split(","):
+            m = re.fullmatch(r"n=(-?\d+)", part)
+            if m:
+                n = int(m.group(1))
+                if n <= 0:
+                    raise ConfigError(f"budget width must be positive, got {part!r}")
+                continue
+            m = re.fullmatch(r"(?:tokens=)?(-?\d+(?:\.\d+)?)([kKmM]?)", part)
+            if not m:
+                raise ConfigError(f"bad budget {spec!r}: use a token count like 4096 or 8k, or n=16")
+            tokens = float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6}[m.group(2).lower()]
+            if tokens <= 0:
+                raise ConfigError(f"budget must be positive, got {part!r}")
+        return cls(n=n, tokens=tokens)
+
+    def label(self) -> str:
+        parts = []
+        if self.n is not None:
+            parts.append(f"n={self.n}")
+        if not math.isinf(self.tokens):
+            parts.append(f"tokens={int(self.tokens)}")
+        return ",".join(parts) or "unbounded"

@@ -1,0 +1,142 @@
+"""Micro-batching of requests from all live search trees into engine (or pool) calls.
+
+Searches submit small lists of requests; the batcher gathers what arrives within a short
+window (or until `max_batch`) and makes one call. Several batches may be in flight at once, so
+a slow PRM batch never holds up generation for other trees. Busy time (wall time with at least
+one call in flight) is recorded per batcher, which is how pool utilisation is reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from ponder.actors.engine import GeneratedStep, ScoreRequest, ScoreResult, StepRequest
+
+Req = TypeVar("Req")
+Res = TypeVar("Res")
+
+
+@dataclass
+class BatchStats:
+    calls: int = 0
+    requests: int = 0
+    busy_s: float = 0.0
+    max_batch_seen: int = 0
+
+
+class Batcher(Generic[Req, Res]):
+    def __init__(
+        self,
+        fn: Callable[[list[Req]], Awaitable[list[Res]]],
+        max_batch: int = 64,
+        window_s: float = 0.002,
+        max_inflight: int | None = None,
+    ):
+        self._fn = fn
+        self.max_batch = max_batch
+        self.window_s = window_s
+        self._pending: list[tuple[Req, asyncio.Future]] = []
+        self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
+        self._inflight = 0
+        self._sem = asyncio.Semaphore(max_inflight) if max_inflight else None
+        self._busy_since: float | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self.stats = BatchStats()
+
+    async def submit(self, requests: list[Req]) -> list[Res]:
+        if not requests:
+            return []
+        loop = asyncio.get_running_loop()
+        futs = []
+        for r in requests:
+            f = loop.create_future()
+            self._pending.append((r, f))
+            futs.append(f)
+        if len(self._pending) >= self.max_batch:
+            self._flush()
+        elif self._timer is None:
+            if self.window_s > 0:
+                self._timer = loop.call_later(self.window_s, self._flush)
+            else:
+                self._timer = loop.call_soon(self._flush)
+        return list(await asyncio.gather(*futs))
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._pending:
+            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+            task = asyncio.get_running_loop().create_task(self._run(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, batch: list[tuple[Req, asyncio.Future]]) -> None:
+        if self._sem:
+            await self._sem.acquire()
+        self._enter()
+        try:
+            results = await self._fn([r for r, _ in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"engine returned {len(results)} results for {len(batch)} requests")
+            for (_, f), res in zip(batch, results):
+                if not f.done():
+                    f.set_result(res)
+        except BaseException as e:  # hand the error to every waiting search
+            for _, f in batch:
+                if not f.done():
+                    f.set_exception(e)
+        finally:
+            self._exit(len(batch))
+            if self._sem:
+                self._sem.release()
+
+    def _enter(self) -> None:
+        if self._inflight == 0:
+            self._busy_since = time.perf_counter()
+        self._inflight += 1
+
+    def _exit(self, n: int) -> None:
+        self._inflight -= 1
+        self.stats.calls += 1
+        self.stats.requests += n
+        self.stats.max_batch_seen = max(self.stats.max_batch_seen, n)
+        if self._inflight == 0 and self._busy_since is not None:
+            self.stats.busy_s += time.perf_counter() - self._busy_since
+            self._busy_since = None
+
+    def busy_seconds(self) -> float:
+        extra = time.perf_counter() - self._busy_since if self._busy_since is not None else 0.0
+        return self.stats.busy_s + extra
+
+
+class BatchedPolicy:
+    """A `PolicyEngine` front that batches across searches before calling the real engine."""
+
+    def __init__(self, engine: Any, max_batch: int = 64, window_s: float = 0.002, max_inflight: int | None = None):
+        self.engine = engine
+        self.batcher: Batcher[StepRequest, list[list[GeneratedStep]]] = Batcher(
+            engine.generate, max_batch, window_s, max_inflight
+        )
+
+    async def generate(self, requests: list[StepRequest]) -> list[list[list[GeneratedStep]]]:
+        return await self.batcher.submit(requests)
+
+    def info(self):
+        return self.engine.info()
+
+
+class BatchedReward:
+    def __init__(self, engine: Any, max_batch: int = 64, window_s: float = 0.002, max_inflight: int | None = None):
+        self.engine = engine
+        self.batcher: Batcher[ScoreRequest, ScoreResult] = Batcher(engine.score, max_batch, window_s, max_inflight)
+
+    async def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
+        return await self.batcher.submit(requests)
+
+    def info(self):
+        return self.engine.info()

@@ -1,0 +1,130 @@
+"""`EngineContext`: the one implementation of `SearchContext`, over any policy/reward engine.
+
+The engines it gets are batching fronts (`BatchedPolicy`/`BatchedReward`) over an in-process
+engine or a Ray replica pool, so many contexts' requests share engine calls. It turns engine
+output into tree nodes, extracts answers, and keeps the books: tokens, generations and cost
+against the search's grant.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import zlib
+from collections.abc import Callable, Sequence
+
+from ponder.actors.engine import PolicyEngine, RewardEngine, ScoreRequest, StepRequest
+from ponder.search.context import SearchContext
+from ponder.search.types import Compute, Node, Problem
+from ponder.tasks.grading import extract_answer
+
+
+class EngineContext(SearchContext):
+    def __init__(
+        self,
+        problem: Problem,
+        policy: PolicyEngine,
+        reward: RewardEngine,
+        *,
+        limit: float = math.inf,
+        prm_cost_ratio: float = 1.0,
+        temperature: float = 0.8,
+        max_step_tokens: int = 48,
+        max_steps: int = 16,
+        seed: int = 0,
+        answer_fn: Callable[[str], str | None] = extract_answer,
+        on_spend: Callable[[float], None] | None = None,
+    ):
+        self.problem = problem
+        self.policy = policy
+        self.reward = reward
+        self.limit = limit  # the grant; the scheduler may raise or lower it while the search runs
+        self.prm_cost_ratio = prm_cost_ratio
+        self.temperature = temperature
+        self.max_step_tokens = max_step_tokens
+        self.max_steps = max_steps
+        self.answer_fn = answer_fn
+        self.on_spend = on_spend
+        self.spent = Compute()
+        self.cancelled = False
+        self._seed = zlib.crc32(f"{seed}:{problem.id}".encode())
+        self._calls = 0
+        self.rng = random.Random(self._seed)
+        self.affinity = f"{problem.id}:{self._seed}"
+
+    @property
+    def budget(self) -> float:
+        return self.limit - self.spent.cost
+
+    def should_stop(self) -> bool:
+        return self.cancelled or self.budget <= 0
+
+    def _next_seed(self) -> int:
+        self._calls += 1
+        return (self._seed * 1_000_003 + self._calls) % (2**31)
+
+    def _charge(self, policy_tokens: int = 0, prm_tokens: int = 0, generations: int = 0, score_calls: int = 0) -> None:
+        cost = policy_tokens + prm_tokens * self.prm_cost_ratio
+        self.spent.add(Compute(policy_tokens, prm_tokens, generations, score_calls, cost))
+        if self.on_spend is not None:
+            self.on_spend(cost)
+
+    async def expand(
+        self,
+        nodes: Sequence[Node],
+        n: int = 1,
+        *,
+        temperature: float | None = None,
+        to_end: bool = False,
+    ) -> list[list[Node]]:
+        out: list[list[Node]] = [[] for _ in nodes]
+        if self.should_stop() or n <= 0:
+            return out
+        live = [(i, node) for i, node in enumerate(nodes) if not node.terminal]
+        if not live:
+            return out
+        temp = self.temperature if temperature is None else temperature
+        requests = [
+            StepRequest(
+                problem=self.problem.problem,
+                steps=node.steps(),
+                n=n,
+                temperature=temp,
+                max_step_tokens=self.max_step_tokens,
+                to_end=to_end,
+                max_steps=max(1, self.max_steps - node.depth),
+                seed=self._next_seed(),
+                affinity=self.affinity,
+            )
+            for _, node in live
+        ]
+        results = await self.policy.generate(requests)
+        tokens = generations = 0
+        for (i, parent), samples in zip(live, results):
+            for steps in samples:
+                node = parent
+                for step in steps:
+                    node = node.child(step.text, step.tokens)
+                    tokens += step.tokens
+                    if step.finished or node.depth >= self.max_steps:
+                        node.terminal = True
+                        node.answer = self.answer_fn(step.text) if step.finished else None
+                        break
+                generations += 1
+                if node is not parent:
+                    out[i].append(node)
+        self._charge(policy_tokens=tokens, generations=generations)
+        return out
+
+    async def score(self, nodes: Sequence[Node]) -> list[list[float]]:
+        # Scoring is allowed after the budget runs out (only cancellation refuses it): the nodes
+        # exist already, and the search needs their scores to pick its answer. The overspend is
+        # bounded by the last expansion.
+        todo = [node for node in nodes if node.rewards is None and not node.is_root]
+        if todo and not self.cancelled:
+            requests = [ScoreRequest(self.problem.problem, node.steps(), self.affinity) for node in todo]
+            results = await self.reward.score(requests)
+            for node, res in zip(todo, results):
+                node.rewards = list(res.rewards)
+            self._charge(prm_tokens=sum(r.tokens for r in results), score_calls=len(results))
+        return [list(node.rewards or []) for node in nodes]

@@ -1,0 +1,1 @@
+"""Search algorithms over `SearchContext`, step-score aggregation and answer selection."""

@@ -1,0 +1,70 @@
+"""Strategy registry: name -> (async search function, config dataclass).
+
+Every config dataclass has a width field `n` (samples, beams or particles), which a budget
+like `n=16` sets; a token budget is enforced by the context.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ponder.search.context import SearchContext
+from ponder.search.types import Problem, SearchResult
+
+SearchFn = Callable[[Problem, SearchContext, Any], Awaitable[SearchResult]]
+
+
+class UnknownStrategy(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    fn: SearchFn
+    config_cls: type
+
+    def make_config(self, params: dict[str, Any] | None = None, n: int | None = None) -> Any:
+        params = dict(params or {})
+        if n is not None:
+            params["n"] = n
+        known = {f.name for f in dataclasses.fields(self.config_cls)}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise ValueError(f"strategy {self.name!r} has no parameter {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        cfg = self.config_cls(**params)
+        validate = getattr(cfg, "validate", None)
+        if validate:
+            validate()
+        return cfg
+
+
+_REGISTRY: dict[str, Strategy] = {}
+
+
+def register(name: str, config_cls: type) -> Callable[[SearchFn], SearchFn]:
+    def deco(fn: SearchFn) -> SearchFn:
+        _REGISTRY[name] = Strategy(name, fn, config_cls)
+        return fn
+
+    return deco
+
+
+def _load_builtins() -> None:
+    # Importing the modules registers them.
+    from ponder.search import algorithms  # noqa: F401
+
+
+def get(name: str) -> Strategy:
+    _load_builtins()
+    if name not in _REGISTRY:
+        raise UnknownStrategy(f"unknown strategy {name!r} (known: {', '.join(names())})")
+    return _REGISTRY[name]
+
+
+def names() -> list[str]:
+    _load_builtins()
+    return sorted(_REGISTRY)

@@ -1,0 +1,169 @@
+"""The data model shared by every room: problems, step nodes, compute and results.
+
+Everything a search returns is plain data (msgpack round-trips it); `Node` is the one live
+object, a step in a search tree with a parent pointer.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import msgpack
+
+STEP_DELIMITER = "\n\n"
+
+
+@dataclass
+class Problem:
+    """One question. `answer` is the reference (None when unknown, e.g. online serving)."""
+
+    id: str
+    problem: str
+    answer: str | None = None
+    level: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+_node_ids = itertools.count(1)
+
+
+@dataclass(eq=False)
+class Node:
+    """A reasoning step in a search tree. The root has no text and depth 0.
+
+    `rewards` holds the PRM's reward for every step on the path root..self (one per step), set
+    by `SearchContext.score`. `answer` is the extracted final answer of a terminal step.
+    """
+
+    text: str = ""
+    tokens: int = 0
+    parent: Node | None = None
+    terminal: bool = False
+    answer: str | None = None
+    rewards: list[float] | None = None
+    depth: int = 0
+    id: int = field(default_factory=lambda: next(_node_ids))
+    # Free slots for algorithms (MCTS statistics, particle weights, ...).
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def child(self, text: str, tokens: int, terminal: bool = False, answer: str | None = None) -> Node:
+        return Node(text=text, tokens=tokens, parent=self, terminal=terminal, answer=answer, depth=self.depth + 1)
+
+    def path(self) -> list[Node]:
+        """Nodes from the first step to self (the root excluded)."""
+        out: list[Node] = []
+        node: Node | None = self
+        while node is not None and node.parent is not None:
+            out.append(node)
+            node = node.parent
+        out.reverse()
+        return out
+
+    def steps(self) -> list[str]:
+        return [n.text for n in self.path()]
+
+    @property
+    def reward(self) -> float | None:
+        """The PRM reward of this step (the last on its path), or None if unscored."""
+        return self.rewards[-1] if self.rewards else None
+
+    @property
+    def is_root(self) -> bool:
+        return self.parent is None
+
+    def root(self) -> Node:
+        node = self
+        while node.parent is not None:
+            node = node.parent
+        return node
+
+    def __repr__(self) -> str:  # short: trees are big
+        return f"Node(id={self.id}, depth={self.depth}, terminal={self.terminal}, answer={self.answer!r}, text={self.text[:30]!r})"
+
+
+@dataclass
+class Compute:
+    """Compute spent, in the one unit used everywhere: tokens.
+
+    `cost` = policy_tokens + prm_tokens * prm_cost_ratio; budgets are expressed in `cost`.
+    """
+
+    policy_tokens: int = 0
+    prm_tokens: int = 0
+    generations: int = 0  # policy calls (one per sampled step or completion)
+    score_calls: int = 0  # PRM calls (one per scored trajectory prefix)
+    cost: float = 0.0
+
+    def add(self, other: Compute) -> None:
+        self.policy_tokens += other.policy_tokens
+        self.prm_tokens += other.prm_tokens
+        self.generations += other.generations
+        self.score_calls += other.score_calls
+        self.cost += other.cost
+
+
+@dataclass
+class Candidate:
+    """A finished (or, only when nothing finished, the best partial) trajectory."""
+
+    steps: list[str]
+    rewards: list[float]
+    score: float  # aggregated PRM score (last/min/avg/prod)
+    answer: str | None
+    tokens: int
+    terminal: bool = True
+
+    @classmethod
+    def from_node(cls, node: Node, score: float) -> Candidate:
+        return cls(
+            steps=node.steps(),
+            rewards=list(node.rewards or []),
+            score=float(score),
+            answer=node.answer,
+            tokens=sum(n.tokens for n in node.path()),
+            terminal=node.terminal,
+        )
+
+
+@dataclass
+class SearchResult:
+    """What every algorithm returns. `answer` is None when the search found none."""
+
+    problem_id: str
+    strategy: str
+    answer: str | None
+    trajectory: list[str]
+    candidates: list[Candidate] = field(default_factory=list)
+    compute: Compute = field(default_factory=Compute)
+    wall_time: float = 0.0
+    stop_reason: str = "done"  # done | budget | early_stop | no_answer | error
+    trace: list[dict[str, Any]] = field(default_factory=list)  # per-iteration stats
+    correct: bool | None = None  # filled in by grading when a reference answer exists
+    meta: dict[str, Any] = field(default_factory=dict)  # difficulty bin, grant, config fingerprint...
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SearchResult:
+        d = dict(d)
+        d["candidates"] = [Candidate(**c) for c in d.get("candidates", [])]
+        d["compute"] = Compute(**d.get("compute", {}))
+        return cls(**d)
+
+    def to_msgpack(self) -> bytes:
+        return msgpack.packb(self.to_dict(), use_bin_type=True)
+
+    @classmethod
+    def from_msgpack(cls, data: bytes) -> SearchResult:
+        return cls.from_dict(msgpack.unpackb(data, raw=False))
+
+
+def problem_to_dict(p: Problem) -> dict[str, Any]:
+    return asdict(p)
+
+
+def problem_from_dict(d: dict[str, Any]) -> Problem:
+    return Problem(**d)

@@ -1,0 +1,1 @@
+"""Datasets, answer extraction and grading, and the built-in arithmetic task."""
