@@ -1,0 +1,19 @@
+"""Runs searches: the search context over engines or pools, batching, budgets, allocation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ponder.config import PonderConfig
+
+
+def make_runner(config: PonderConfig) -> Any:
+    """A runner for `config`: in-process engines (cluster.address unset) or a Ray scheduler.
+
+    Every runner has `async solve(problem, strategy, budget, params)` and
+    `async run(problems, strategy, budget, params)` yielding (problem, result) as they finish.
+    """
+    from ponder.actors.factory import build_policy, build_reward
+    from ponder.scheduler.runner import Runner
+
+    return Runner(build_policy(config.policy), build_reward(config.reward), config)
