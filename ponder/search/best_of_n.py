@@ -1,0 +1,70 @@
+"""Greedy decoding (the baseline) and best-of-N with PRM-weighted selection."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ponder.search.aggregate import check_positive, check_scoring, conclude, vote_counts
+from ponder.search.context import SearchContext
+from ponder.search.registry import register
+from ponder.search.types import Candidate, Node, Problem, SearchResult
+
+
+@dataclass
+class GreedyConfig:
+    n: int = 1  # accepted so a shared "n=..." budget applies; greedy always draws one sample
+    aggregation: str = "last"
+
+    def validate(self) -> None:
+        check_positive("n", self.n)
+        check_scoring(self.aggregation, "prm_max")
+
+
+@register("greedy", GreedyConfig)
+async def greedy(problem: Problem, ctx: SearchContext, cfg: GreedyConfig) -> SearchResult:
+    """One solution at temperature 0, scored by the PRM for reporting only."""
+    [samples] = await ctx.expand([Node()], 1, temperature=0.0, to_end=True)
+    trace = [{"round": 0, "samples": len(samples)}]
+    return await conclude(ctx, "greedy", samples, aggregation=cfg.aggregation, selection="prm_max", trace=trace)
+
+
+# With a token budget and no width, best-of-N samples this many at a time until the budget is
+# spent; with neither, it falls back to DEFAULT_N samples.
+DEFAULT_N = 16
+
+
+@dataclass
+class BestOfNConfig:
+    # Default selection: PRM-weighted vote over `last`-step rewards (weighted best-of-N, the
+    # common default for Qwen2.5-Math-PRM / RLHFlow PRMs, and the strongest in Liu et al.).
+    n: int | None = None  # samples; None: rounds of `round_size` until the token budget is spent
+    selection: str = "prm_vote"
+    aggregation: str = "last"
+    round_size: int = 4
+    temperature: float | None = None  # None: the context's sampling temperature
+
+    def validate(self) -> None:
+        check_positive("n", self.n, allow_none=True)
+        check_positive("round_size", self.round_size)
+        check_scoring(self.aggregation, self.selection)
+        if self.temperature is not None and self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature!r}")
+
+
+@register("best_of_n", BestOfNConfig)
+async def best_of_n(problem: Problem, ctx: SearchContext, cfg: BestOfNConfig) -> SearchResult:
+    root = Node()
+    width = cfg.n if cfg.n is not None else (DEFAULT_N if math.isinf(ctx.budget) else None)
+    samples: list[Node] = []
+    trace: list[dict] = []
+    while width is None or len(samples) < width:
+        k = cfg.round_size if width is None else width - len(samples)
+        [new] = await ctx.expand([root], k, temperature=cfg.temperature, to_end=True)
+        if not new:  # budget spent
+            break
+        await ctx.score(new)
+        samples.extend(new)
+        votes = vote_counts([Candidate.from_node(s, 0.0) for s in samples if s.terminal])
+        trace.append({"round": len(trace), "samples": len(samples), "answers": len(votes), "cost": ctx.spent.cost})
+    return await conclude(ctx, "best_of_n", samples, aggregation=cfg.aggregation, selection=cfg.selection, trace=trace)
