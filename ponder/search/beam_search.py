@@ -70,6 +70,9 @@ async def beam_search(problem: Problem, ctx: SearchContext, cfg: BeamConfig) -> 
         kept = [b for _, b in live[:keep]]
         step = {"depth": depth, "beams": len(beams), "kept": len(kept), "completed": len(completed)}
         step["best"] = live[0][0] if live else None
+        # the pruning line: every kept beam scores at least as high as every dropped one
+        step["kept_min"] = live[len(kept) - 1][0] if kept else None
+        step["dropped_max"] = live[len(kept)][0] if len(live) > len(kept) else None
         if len(completed) >= cfg.n or not kept or depth == cfg.max_depth:
             trace.append(step)
             break

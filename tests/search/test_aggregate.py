@@ -1,0 +1,86 @@
+import math
+
+import pytest
+
+from ponder.search.aggregate import aggregate, canonical, select, softmax, vote_counts
+from ponder.search.types import Candidate
+
+
+def cand(answer, score):
+    return Candidate(steps=[f"step {answer}"], rewards=[score], score=score, answer=answer, tokens=3)
+
+
+def test_aggregations():
+    r = [0.9, 0.5, 0.8]
+    assert aggregate(r, "last") == 0.8
+    assert aggregate(r, "min") == 0.5
+    assert aggregate(r, "avg") == pytest.approx(2.2 / 3)
+    assert aggregate(r, "prod") == pytest.approx(0.36)
+    assert aggregate([], "min") == 0.0 and aggregate(None, "prod") == 0.0
+    with pytest.raises(ValueError, match="unknown aggregation 'max'"):
+        aggregate(r, "max")
+
+
+@pytest.mark.parametrize(
+    "raw, want",
+    [("12", "12"), (" 12.0 ", "12"), ("$12$.", "12"), ("$ 12.00 $", "12"), ("-3.0", "-3"), ("0.50", "0.5"),
+     ("1 / 2", "1/2"), ("\\frac{1}{2}.", "\\frac{1}{2}"), ("x = 4", "x=4")],
+)
+def test_canonical(raw, want):
+    assert canonical(raw) == want
+
+
+def test_canonical_none_and_distinct_numbers():
+    assert canonical(None) is None
+    assert canonical("12") != canonical("12.5")
+
+
+def test_majority_prm_max_and_prm_vote_disagree_as_they_should():
+    cands = [cand("7", 0.3), cand("7.0", 0.3), cand("9", 0.9)]
+    assert canonical(select(cands, "majority").answer) == "7"  # two votes beat one
+    assert select(cands, "prm_max").answer == "9"
+    assert select(cands, "prm_vote").answer == "9"  # 0.9 > 0.3 + 0.3
+    cands[0].score = cands[1].score = 0.5
+    assert canonical(select(cands, "prm_vote").answer) == "7"  # 1.0 > 0.9
+
+
+def test_vote_winner_is_represented_by_its_best_trajectory():
+    cands = [cand("7", 0.2), cand("7", 0.6), cand("9", 0.7)]
+    chosen = select(cands, "majority")
+    assert chosen is cands[1]
+
+
+def test_none_answers_never_win_unless_alone():
+    cands = [cand(None, 1.0), cand(None, 0.99), cand("3", 0.1)]
+    for how in ("majority", "prm_max", "prm_vote"):
+        assert select(cands, how).answer == "3"
+    only_none = [cand(None, 0.2), cand(None, 0.7)]
+    assert select(only_none, "prm_vote") is only_none[1]
+    assert select([], "majority") is None
+
+
+def test_ties_are_deterministic_first_appearance():
+    a, b = cand("1", 0.5), cand("2", 0.5)
+    for how in ("majority", "prm_max", "prm_vote"):
+        assert select([a, b], how) is a
+        assert select([b, a], how) is b
+    # majority tie on count is broken by weight
+    assert select([cand("1", 0.2), cand("2", 0.4)], "majority").answer == "2"
+
+
+def test_unknown_selection_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown selection 'best'"):
+        select([cand("1", 1.0)], "best")
+
+
+def test_vote_counts_groups_canonical_forms():
+    assert vote_counts([cand("4", 0), cand("4.0", 0), cand("$4$", 0), cand(None, 0), cand("5", 0)]) == {"4": 3, "5": 1}
+
+
+def test_softmax():
+    p = softmax([0.1, 0.9, 0.5], 0.5)
+    assert sum(p) == pytest.approx(1.0) and p[1] > p[2] > p[0]
+    sharp = softmax([0.1, 0.9, 0.5], 0.01)
+    assert sharp[1] > 0.999
+    assert softmax([1000.0, 0.0], 1.0)[0] == pytest.approx(1.0)  # no overflow
+    assert all(math.isclose(x, 1 / 3) for x in softmax([0.2] * 3, 0.1))

@@ -1,0 +1,71 @@
+import math
+
+import pytest
+
+from ponder.search import registry
+from ponder.search.aggregate import aggregate
+from ponder.search.best_of_n import DEFAULT_N, BestOfNConfig, GreedyConfig, best_of_n, greedy
+from ponder.tasks.arith.problems import prefix_labels
+from tests.search.fakes import FakePolicy, FakePRM, make_ctx, problems
+
+
+async def test_greedy_is_one_temperature_zero_sample_and_deterministic():
+    p = problems(1, level=3)[0]
+    policy = FakePolicy(p_correct=0.6)
+    first = await greedy(p, make_ctx(p, policy, seed=1), GreedyConfig())
+    again = await greedy(p, make_ctx(p, FakePolicy(p_correct=0.6), seed=2), GreedyConfig())
+    assert [(r.temperature, r.n, r.to_end) for r in policy.requests] == [(0.0, 1, True)]
+    assert first.compute.generations == 1 and len(first.candidates) == 1
+    assert first.trajectory == again.trajectory  # temperature 0: the seed does not matter
+    assert first.candidates[0].rewards and len(first.trajectory) == 4
+
+
+async def test_best_of_n_draws_n_scored_samples():
+    p = problems(1, level=3)[0]
+    ctx = make_ctx(p, FakePolicy(p_correct=0.6))
+    res = await best_of_n(p, ctx, BestOfNConfig(n=8, selection="prm_max", aggregation="min"))
+    assert res.compute.generations == 8 and len(res.candidates) == 8
+    assert all(c.terminal and c.answer is not None and len(c.rewards) == len(c.steps) for c in res.candidates)
+    best = max(c.score for c in res.candidates)
+    assert res.candidates and max(res.candidates, key=lambda c: c.score).score == best
+    chosen = next(c for c in res.candidates if c.steps == res.trajectory)
+    assert chosen.score == best == aggregate(chosen.rewards, "min")
+
+
+async def test_best_of_n_with_informative_prm_finds_the_answer_majority_may_miss():
+    # A weak policy: few samples are right, wrong answers scatter; the PRM knows which is right.
+    won = 0
+    for p in problems(6, level=3, seed=3):
+        res = await best_of_n(p, make_ctx(p, FakePolicy(p_correct=0.55)), BestOfNConfig(n=16))
+        if res.answer == p.answer:
+            won += 1
+            assert all(prefix_labels(p.problem, res.trajectory))
+    assert won >= 5
+
+
+async def test_token_budget_without_width_samples_in_rounds_until_spent():
+    p = problems(1, level=2)[0]
+    ctx = make_ctx(p, limit=400)
+    res = await best_of_n(p, ctx, BestOfNConfig(round_size=2))
+    rounds = len(res.trace)
+    assert rounds > 2 and res.compute.generations == 2 * rounds
+    assert ctx.should_stop() and res.stop_reason == "budget" and res.answer is not None
+    one_round = res.compute.cost / rounds  # every round costs about the same here
+    assert 400 <= res.compute.cost <= 400 + 1.5 * one_round
+
+
+async def test_no_width_and_no_budget_falls_back_to_default_n():
+    p = problems(1, level=1)[0]
+    res = await best_of_n(p, make_ctx(p), BestOfNConfig())
+    assert res.compute.generations == DEFAULT_N and math.isinf(make_ctx(p).budget)
+
+
+@pytest.mark.parametrize(
+    "name, params, msg",
+    [("best_of_n", {"n": 0}, "n must be a positive"), ("best_of_n", {"selection": "vote"}, "selection must be one of"),
+     ("best_of_n", {"aggregation": "max"}, "aggregation must be one of"), ("greedy", {"n": -1}, "n must be"),
+     ("best_of_n", {"width": 3}, "has no parameter 'width'")],
+)
+def test_bad_config_is_a_clear_error(name, params, msg):
+    with pytest.raises(ValueError, match=msg):
+        registry.get(name).make_config(params)

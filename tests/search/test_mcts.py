@@ -1,0 +1,82 @@
+import pytest
+
+from ponder.search.mcts import MCTSConfig, search_tree, stats
+from tests.search.fakes import FakePolicy, FakePRM, SpyContext, make_ctx, problems
+
+
+def check_tree(tree):
+    for node in tree.nodes():
+        st = stats(node)
+        children = st.children or []
+        assert st.visits == st.own_visits + sum(stats(c).visits for c in children), node
+        assert st.in_flight == 0, "virtual loss left on the tree"
+        assert st.expanding is None or st.expanding.is_set()
+        if not node.terminal:
+            assert st.own_visits <= 1  # a non-terminal node ends a simulation only when evaluated
+        if node.is_root:
+            assert st.own_visits == 0
+
+
+@pytest.mark.parametrize("parallel", [1, 4])
+async def test_visit_counts_are_consistent(parallel):
+    p = problems(1, level=3)[0]
+    ctx = make_ctx(p, FakePolicy(p_correct=0.6), FakePRM(noise=0.05))
+    res, tree = await search_tree(p, ctx, MCTSConfig(n=24, expand_width=3, parallel=parallel))
+    check_tree(tree)
+    assert stats(tree.root).visits == 24 == len(res.trace)
+    assert res.answer == p.answer
+
+
+async def test_concurrent_simulations_with_random_delays():
+    p = problems(1, level=4, seed=9)[0]
+    policy = FakePolicy(p_correct=0.6, delay=(0.0, 0.004), delay_seed=3)
+    ctx = SpyContext(p, policy, FakePRM(noise=0.05, delay=(0.0, 0.004), delay_seed=4))
+    res, tree = await search_tree(p, ctx, MCTSConfig(n=40, expand_width=3, parallel=6))
+    check_tree(tree)
+    assert stats(tree.root).visits == 40
+    assert max(t["in_flight"] for t in res.trace) > 1  # simulations really overlapped
+    expanded = [id(node) for nodes, _, _ in ctx.calls for node in nodes]
+    assert len(expanded) == len(set(expanded)) > 5  # no leaf was expanded twice
+    assert res.candidates and all(c.terminal for c in res.candidates)
+
+
+async def test_virtual_loss_spreads_parallel_simulations():
+    # Equal rewards everywhere: only virtual loss tells in-flight simulations apart. With it, the
+    # simulations go down different branches and expand at once; without it they pick the same
+    # leaf and wait for each other.
+    p = problems(1, level=4)[0]
+    concurrency = {}
+    for vl in (1.0, 0.0):
+        policy = FakePolicy(p_correct=0.6, delay=(0.002, 0.002))
+        ctx = SpyContext(p, policy, FakePRM(hi=0.5, lo=0.5))
+        _, tree = await search_tree(p, ctx, MCTSConfig(n=12, expand_width=3, parallel=3, virtual_loss=vl))
+        check_tree(tree)
+        concurrency[vl] = ctx.max_in_flight
+    assert concurrency[1.0] == 3 > concurrency[0.0]
+
+
+async def test_prm_priors_are_normalised_rewards():
+    p = problems(1, level=3)[0]
+    _, tree = await search_tree(p, make_ctx(p, FakePolicy(p_correct=0.5)), MCTSConfig(n=6, prior="prm"))
+    kids = stats(tree.root).children
+    assert sum(stats(c).prior for c in kids) == pytest.approx(1.0)
+    best = max(kids, key=lambda c: c.reward)
+    assert stats(best).prior == max(stats(c).prior for c in kids)
+
+
+async def test_terminal_values_are_final_rewards_and_deterministic():
+    p = problems(1, level=2)[0]
+    runs = []
+    for _ in range(2):
+        res, tree = await search_tree(p, make_ctx(p, FakePolicy(p_correct=0.7)), MCTSConfig(n=20, parallel=1))
+        for node in tree.nodes():
+            st = stats(node)
+            if node.terminal and st.visits:
+                assert st.value_sum == pytest.approx(st.visits * node.reward)
+        runs.append((res.answer, [t["value"] for t in res.trace]))
+    assert runs[0] == runs[1]
+
+
+def test_bad_prior_is_a_clear_error():
+    with pytest.raises(ValueError, match="prior must be one of uniform, prm"):
+        MCTSConfig(prior="dirichlet").validate()
