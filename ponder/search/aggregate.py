@@ -135,9 +135,11 @@ async def conclude(
 
     Answer candidates are the finished nodes with an answer. When none finished, the one
     candidate is the best partial trajectory (marked `terminal=False`) and the answer is None.
+    With `score=False`, nodes not yet scored are not sent to the PRM and score 0.
     """
     unique = list({id(n): n for n in nodes if not n.is_root}.values())
-    await ctx.score([n for n in unique if n.rewards is None])
+    if score:
+        await ctx.score([n for n in unique if n.rewards is None])
     finished = [n for n in unique if n.terminal and n.answer is not None]
     if finished:
         cands = [Candidate.from_node(n, aggregate(n.rewards, aggregation)) for n in finished]

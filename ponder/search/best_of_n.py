@@ -38,10 +38,10 @@ DEFAULT_N = 16
 class BestOfNConfig:
     # Default selection: PRM-weighted vote over `last`-step rewards (weighted best-of-N, the
     # common default for Qwen2.5-Math-PRM / RLHFlow PRMs, and the strongest in Liu et al.).
-    n: int | None = None  # samples; None: rounds of `round_size` until the token budget is spent
+    n: int | None = None  # samples; None: as many as the token budget allows
     selection: str = "prm_vote"
     aggregation: str = "last"
-    round_size: int = 4
+    round_size: int = 4  # samples per round under a token cap
     temperature: float | None = None  # None: the context's sampling temperature
 
     def validate(self) -> None:
@@ -59,7 +59,10 @@ async def best_of_n(problem: Problem, ctx: SearchContext, cfg: BestOfNConfig) ->
     samples: list[Node] = []
     trace: list[dict] = []
     while width is None or len(samples) < width:
-        k = cfg.round_size if width is None else width - len(samples)
+        # Under a token cap, sample in rounds so the last round overspends by little.
+        k = width - len(samples) if width is not None else cfg.round_size
+        if not math.isinf(ctx.budget):
+            k = min(k, cfg.round_size)
         [new] = await ctx.expand([root], k, temperature=cfg.temperature, to_end=True)
         if not new:  # budget spent
             break

@@ -11,6 +11,10 @@ a virtual loss on its path while it is in flight (pending visits of value 0), wh
 others elsewhere, and takes it off when it backs up. A simulation that reaches a leaf another
 one is expanding waits for that expansion and descends again instead of expanding it twice.
 
+If no simulation reached a finished solution (few simulations for a long problem), the search
+commits to the most-visited path, as AlphaZero picks its move, and completes it greedily; that
+completion is an answer candidate but not part of the tree's statistics.
+
 Bookkeeping: `visits` of a node = its `own_visits` (simulations that ended at it: its
 evaluation when created and, for a finished solution, every later visit) + its children's visits.
 """
@@ -73,6 +77,7 @@ class Tree:
         self.ctx, self.cfg = ctx, cfg
         self.root = Node()
         self.trace: list[dict] = []
+        self.completions: list[Node] = []  # greedy completions of the most-visited path
 
     def nodes(self) -> list[Node]:
         out, todo = [], [self.root]
@@ -104,8 +109,9 @@ class Tree:
                 return None
             if path[-1].terminal or not st.children:
                 return path
+            parent = path[-1]
             live = [c for c in st.children if not stats(c).dead]
-            path.append(max(live, key=lambda c: self.puct(path[-2], c)))
+            path.append(max(live, key=lambda c: self.puct(parent, c)))
 
     def mark_dead(self, path: list[Node]) -> None:
         stats(path[-1]).dead = True
@@ -171,13 +177,26 @@ class Tree:
                     return
 
         await asyncio.gather(*(worker() for _ in range(self.cfg.parallel)))
+        if not any(node.terminal and node.answer is not None for node in self.nodes()):
+            await self.complete_most_visited()
+
+    async def complete_most_visited(self) -> None:
+        node = self.root
+        while stats(node).children:
+            node = max(stats(node).children, key=lambda c: (stats(c).visits, aggregate(c.rewards, "last")))
+        if node.terminal:
+            return
+        [done] = await self.ctx.expand([node], 1, temperature=0.0, to_end=True)
+        await self.ctx.score(done)
+        self.completions += done
+        self.trace.append({"completed_from_depth": node.depth, "finished": bool(done)})
 
 
 async def search_tree(problem: Problem, ctx: SearchContext, cfg: MCTSConfig) -> tuple[SearchResult, Tree]:
     """MCTS, also returning the tree (tests check its statistics)."""
     tree = Tree(ctx, cfg)
     await tree.run()
-    result = await conclude(ctx, "mcts", tree.nodes(), aggregation=cfg.aggregation, selection=cfg.selection, trace=tree.trace)
+    result = await conclude(ctx, "mcts", tree.nodes() + tree.completions, aggregation=cfg.aggregation, selection=cfg.selection, trace=tree.trace)
     return result, tree
 
 

@@ -141,9 +141,11 @@ class SpyContext(EngineContext):
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
         self.calls: list[tuple[list, int, list]] = []
+        self.cost_at_call: list[float] = []  # cost spent when each expand call started
         self.in_flight = self.max_in_flight = 0
 
     async def expand(self, nodes, n=1, **kw):
+        self.cost_at_call.append(self.spent.cost)
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:

@@ -54,6 +54,15 @@ async def test_token_budget_without_width_samples_in_rounds_until_spent():
     assert 400 <= res.compute.cost <= 400 + 1.5 * one_round
 
 
+async def test_width_under_a_token_cap_samples_in_rounds():
+    p = problems(1, level=2)[0]
+    capped = await best_of_n(p, make_ctx(p, limit=150), BestOfNConfig(n=16, round_size=2))
+    free = await best_of_n(p, make_ctx(p), BestOfNConfig(n=16, round_size=2))
+    assert len(free.trace) == 1 and free.compute.generations == 16  # no cap: one round of n
+    assert capped.stop_reason == "budget" and capped.compute.generations < 16
+    assert capped.compute.cost <= 150 + free.compute.cost / 8  # overspend: at most one round of 2
+
+
 async def test_no_width_and_no_budget_falls_back_to_default_n():
     p = problems(1, level=1)[0]
     res = await best_of_n(p, make_ctx(p), BestOfNConfig())
