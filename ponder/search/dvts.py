@@ -53,7 +53,8 @@ async def dvts(problem: Problem, ctx: SearchContext, cfg: DVTSConfig) -> SearchR
                 continue
             best = max(cs, key=lambda c: aggregate(c.rewards, "last"))
             (finished if best.terminal else current).append(best)
-        trace.append({"depth": depth, "live": len(live), "expanded": sum(1 for cs in children if cs), "finished": len(finished)})
+        expanded = sum(1 for cs in children if cs)
+        trace.append({"depth": depth, "live": len(live), "expanded": expanded, "finished": len(finished)})
         if not current:
             break
     # Only finished subtrees answer (`conclude` takes candidates from finished nodes only); the

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ponder.search.aggregate import aggregate, check_choice, check_positive, check_scoring, conclude
 from ponder.search.context import SearchContext
@@ -154,7 +154,10 @@ class Tree:
             for node in visited:
                 stats(node).visits += 1
                 stats(node).value_sum += value
-            self.trace.append({"sim": index, "depth": end.depth, "value": value, "terminal": end.terminal, "in_flight": stats(self.root).in_flight})
+            in_flight = stats(self.root).in_flight
+            self.trace.append(
+                {"sim": index, "depth": end.depth, "value": value, "terminal": end.terminal, "in_flight": in_flight}
+            )
             return True
         finally:
             for node in path:
@@ -176,7 +179,12 @@ class Tree:
                 if not await self.simulate(started - 1):
                     return
 
-        await asyncio.gather(*(worker() for _ in range(self.cfg.parallel)))
+        workers = [asyncio.ensure_future(worker()) for _ in range(self.cfg.parallel)]
+        try:
+            await asyncio.gather(*workers)
+        finally:  # if one simulation fails, stop the others too (their virtual losses come off)
+            for w in workers:
+                w.cancel()
         if not any(node.terminal and node.answer is not None for node in self.nodes()):
             await self.complete_most_visited()
 
@@ -196,7 +204,8 @@ async def search_tree(problem: Problem, ctx: SearchContext, cfg: MCTSConfig) -> 
     """MCTS, also returning the tree (tests check its statistics)."""
     tree = Tree(ctx, cfg)
     await tree.run()
-    result = await conclude(ctx, "mcts", tree.nodes() + tree.completions, aggregation=cfg.aggregation, selection=cfg.selection, trace=tree.trace)
+    nodes = tree.nodes() + tree.completions
+    result = await conclude(ctx, "mcts", nodes, aggregation=cfg.aggregation, selection=cfg.selection, trace=tree.trace)
     return result, tree
 
 

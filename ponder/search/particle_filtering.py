@@ -57,4 +57,6 @@ async def particle_filtering(problem: Problem, ctx: SearchContext, cfg: Particle
         particles = ctx.rng.choices(live, weights=weights, k=len(live))
         step["distinct_after_resample"] = len({p.id for p in particles})
         trace.append(step)
-    return await conclude(ctx, "particle_filtering", seen, aggregation=cfg.aggregation, selection=cfg.selection, trace=trace)
+    return await conclude(
+        ctx, "particle_filtering", seen, aggregation=cfg.aggregation, selection=cfg.selection, trace=trace
+    )

@@ -64,8 +64,11 @@ async def rebase(problem: Problem, ctx: SearchContext, cfg: RebaseConfig) -> Sea
         if remaining <= 0 or not live or depth == cfg.max_depth:
             trace.append({"depth": depth, "live": len(live), "remaining": max(remaining, 0), "finished": len(finished)})
             break
-        widths = balanced_widths([aggregate(node.rewards, cfg.aggregation) for node in live], remaining, cfg.temperature)
-        trace.append({"depth": depth, "live": len(live), "remaining": remaining, "widths": widths, "finished": len(finished)})
+        scores = [aggregate(node.rewards, cfg.aggregation) for node in live]
+        widths = balanced_widths(scores, remaining, cfg.temperature)
+        trace.append(
+            {"depth": depth, "live": len(live), "remaining": remaining, "widths": widths, "finished": len(finished)}
+        )
         # One expand call per distinct width (ctx.expand takes one n for all its nodes); they go
         # out together so the scheduler can batch them.
         groups = {w: [node for node, wi in zip(live, widths) if wi == w] for w in sorted(set(widths) - {0})}

@@ -2,10 +2,11 @@
 `EngineContext` (so budgets and bookkeeping are the real ones).
 
 `FakePolicy` writes the right next step with probability `p_correct`, else the same operation
-with a wrong result (which may end the solution early); its randomness is keyed by (request seed, sample index, step index), or by
-the prefix alone at temperature 0, so results never depend on batching or timing. `FakePRM`
-returns the exact prefix labels (`hi`/`lo`) with optional per-prefix noise. Both can sleep a
-random time per call so concurrent requests interleave.
+with a wrong result (which may end the solution early); its randomness is keyed by (request
+seed, sample index, step index), or by the prefix alone at temperature 0, so results never
+depend on batching or timing. `FakePRM` returns the exact prefix labels (`hi`/`lo`) with
+optional per-prefix noise. Both can sleep a random time per call so concurrent requests
+interleave.
 """
 
 from __future__ import annotations

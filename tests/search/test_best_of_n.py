@@ -6,7 +6,7 @@ from ponder.search import registry
 from ponder.search.aggregate import aggregate
 from ponder.search.best_of_n import DEFAULT_N, BestOfNConfig, GreedyConfig, best_of_n, greedy
 from ponder.tasks.arith.problems import prefix_labels
-from tests.search.fakes import FakePolicy, FakePRM, make_ctx, problems
+from tests.search.fakes import FakePolicy, make_ctx, problems
 
 
 async def test_greedy_is_one_temperature_zero_sample_and_deterministic():

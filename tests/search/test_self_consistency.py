@@ -40,7 +40,8 @@ async def test_majority_never_calls_the_prm_other_selections_do():
     prm = FakePRM()
     await self_consistency(p, make_ctx(p, FakePolicy(p_correct=0.5), prm), SelfConsistencyConfig(n=8))
     assert prm.calls == 0
-    res = await self_consistency(p, make_ctx(p, FakePolicy(p_correct=0.5), prm), SelfConsistencyConfig(n=8, selection="prm_vote"))
+    cfg = SelfConsistencyConfig(n=8, selection="prm_vote")
+    res = await self_consistency(p, make_ctx(p, FakePolicy(p_correct=0.5), prm), cfg)
     assert prm.calls == res.compute.generations and res.compute.prm_tokens > 0
 
 
