@@ -1,6 +1,8 @@
+import asyncio
+
 import pytest
 
-from ponder.search.mcts import MCTSConfig, search_tree, stats
+from ponder.search.mcts import MCTSConfig, Tree, search_tree, stats
 from tests.search.fakes import FakePolicy, FakePRM, SpyContext, make_ctx, problems
 
 
@@ -80,3 +82,29 @@ async def test_terminal_values_are_final_rewards_and_deterministic():
 def test_bad_prior_is_a_clear_error():
     with pytest.raises(ValueError, match="prior must be one of uniform, prm"):
         MCTSConfig(prior="dirichlet").validate()
+
+
+class FailingPolicy(FakePolicy):
+    """Raises on its `fail_at`-th call, after a delay so other simulations are in flight."""
+
+    fail_at: int = 3
+
+    async def generate(self, requests):
+        self.calls = getattr(self, "calls", 0) + 1
+        if self.calls == self.fail_at:  # only this call: the others would go on without cancelling
+            await asyncio.sleep(0.002)
+            raise RuntimeError("replica died")
+        return await super().generate(requests)
+
+
+async def test_a_failing_expansion_stops_the_search_and_releases_virtual_loss():
+    p = problems(1, level=4)[0]
+    ctx = make_ctx(p, FailingPolicy(delay=(0.001, 0.003)))
+    cfg = MCTSConfig(n=30, parallel=4)
+    tree = Tree(ctx, cfg)
+    with pytest.raises(RuntimeError, match="replica died"):
+        await tree.run()
+    calls = ctx.policy.calls
+    await asyncio.sleep(0.05)
+    assert ctx.policy.calls == calls  # nothing keeps running after the failure
+    assert all(stats(node).in_flight == 0 for node in tree.nodes())
