@@ -1,0 +1,505 @@
+"""The `ponder` command line: eval, solve, strategies, report.
+
+Every input is validated before anything is written: a bad flag, config, strategy, budget,
+dataset or model prints one line `ponder: error: ...` and exits 2 (usage) or 1 (anything else),
+and an existing results file is left byte-identical. Results are appended one durable line at a
+time, so an interrupted eval resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import dataclasses
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+from ponder.api import report
+from ponder.api.store import JsonlStore, MemoryStore, ResultStore, StoreError, config_fingerprint, open_store, record_key
+from ponder.config import Budget, ConfigError, PonderConfig
+from ponder.search import registry
+from ponder.search.types import Problem, SearchResult
+
+USAGE, FAILURE, INTERRUPTED = 2, 1, 130
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = FAILURE):
+        super().__init__(message)
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, not argparse's usage dump
+        raise CliError(message, USAGE)
+
+
+# ---------------------------------------------------------------------------- building blocks
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return " ".join(text.split())
+
+
+def load_config(args: argparse.Namespace) -> PonderConfig:
+    """YAML file, then `--set` overrides, then the dedicated flags (flags win)."""
+    try:
+        config = PonderConfig.load(args.config, args.set or [])
+    except ConfigError as e:
+        raise CliError(_one_line(e), USAGE) from None
+    except (TypeError, ValueError) as e:  # e.g. a value of the wrong shape for a section
+        raise CliError(f"bad config: {_one_line(e)}", USAGE) from None
+    if getattr(args, "address", None):
+        config.cluster.address = args.address
+    return config
+
+
+def resolve_strategies(names: list[str] | None, config: PonderConfig) -> list[registry.Strategy]:
+    out = []
+    for name in dict.fromkeys(names or [config.search.strategy]):
+        try:
+            out.append(registry.get(name))
+        except registry.UnknownStrategy as e:
+            raise CliError(_one_line(e), USAGE) from None
+    return out
+
+
+def resolve_budgets(specs: list[str] | None, config: PonderConfig) -> list[Budget]:
+    budgets: dict[str, Budget] = {}
+    for spec in specs or [config.search.budget]:
+        try:
+            b = Budget.parse(spec)
+        except ConfigError as e:
+            raise CliError(_one_line(e), USAGE) from None
+        budgets.setdefault(b.label(), b)
+    return list(budgets.values())
+
+
+def strategy_params(strategies: list[registry.Strategy], budgets: list[Budget], config: PonderConfig) -> dict[str, dict[str, Any]]:
+    """`search.params` split per strategy: each takes the fields it has. A key no selected
+    strategy knows is an error (a typo must not silently do nothing)."""
+    params = dict(config.search.params or {})
+    if not isinstance(params, dict):
+        raise CliError("search.params must be a mapping", USAGE)
+    fields = {s.name: {f.name for f in dataclasses.fields(s.config_cls)} for s in strategies}
+    for key in params:
+        if not any(key in f for f in fields.values()):
+            raise CliError(f"search.params.{key} is not a parameter of {', '.join(fields)}", USAGE)
+    out = {}
+    for s in strategies:
+        out[s.name] = {k: v for k, v in params.items() if k in fields[s.name]}
+        for b in budgets:  # fail now, not in the middle of a run
+            try:
+                s.make_config(out[s.name], n=b.n)
+            except (TypeError, ValueError) as e:
+                raise CliError(f"{s.name} with budget {b.label()}: {_one_line(e)}", USAGE) from None
+    return out
+
+
+def runner_config(config: PonderConfig) -> PonderConfig:
+    # Strategy params are passed per strategy (see strategy_params), never merged by the runner.
+    cfg = copy.deepcopy(config)
+    cfg.search.params = {}
+    return cfg
+
+
+def check_model_paths(config: PonderConfig) -> None:
+    for role, engine in (("policy", config.policy), ("reward", config.reward)):
+        if engine.kind == "hf" and engine.path is not None:
+            p = Path(engine.path)
+            if not p.is_dir():
+                raise CliError(f"{role} model directory not found: {p}")
+            if not os.access(p, os.R_OK | os.X_OK):
+                raise CliError(f"{role} model directory is not readable: {p}")
+
+
+def make_runner(config: PonderConfig) -> Any:
+    check_model_paths(config)
+    from ponder.scheduler import make_runner as build
+
+    try:
+        return build(runner_config(config))
+    except CliError:
+        raise
+    except Exception as e:  # engine construction: missing weights, bad options, no Ray...
+        raise CliError(f"cannot start engines: {_one_line(e)}") from None
+
+
+def load_problems(spec: str, limit: int | None) -> list[Problem]:
+    try:
+        from ponder.tasks.datasets import load_problems as load
+    except ImportError:
+        load = _fallback_load_problems
+    try:
+        problems = list(load(spec, limit=limit))
+    except ValueError as e:  # DatasetError is a ValueError
+        raise CliError(_one_line(e)) from None
+    except OSError as e:
+        raise CliError(f"cannot read dataset {spec}: {e.strerror or _one_line(e)}") from None
+    if not problems:
+        raise CliError(f"dataset {spec} has no problems")
+    seen: set[str] = set()
+    for p in problems:
+        if p.id in seen:  # ids key the results: duplicates would make resume skip problems
+            raise CliError(f"dataset {spec} has a duplicate problem id {p.id!r}")
+        seen.add(p.id)
+    return problems
+
+
+def _fallback_load_problems(spec: str, limit: int | None = None) -> list[Problem]:
+    """arith:N only, until `ponder.tasks.datasets` is available."""
+    from ponder.tasks.arith.problems import generate
+
+    if not spec.startswith("arith:"):
+        raise ValueError(f"dataset {spec!r}: only arith:N is available in this build")
+    try:
+        n = int(spec.split(":", 1)[1])
+    except ValueError:
+        raise ValueError(f"bad dataset spec {spec!r}: use arith:N") from None
+    if n <= 0:
+        raise ValueError(f"bad dataset spec {spec!r}: N must be positive")
+    return generate(n if limit is None else min(n, limit))
+
+
+def check_writable(path: Path, what: str) -> None:
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.exists() and path.is_dir():
+        raise CliError(f"{what} {path} is a directory")
+    if not parent.is_dir():
+        raise CliError(f"{what} directory does not exist: {parent}")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise CliError(f"{what} {path} is not writable")
+
+
+def chosen_rewards(result: SearchResult) -> list[float | None]:
+    for c in result.candidates:
+        if c.steps == result.trajectory:
+            return list(c.rewards) + [None] * (len(c.steps) - len(c.rewards))
+    return [None] * len(result.trajectory)
+
+
+def make_record(problem: Problem, result: SearchResult, strategy: str, budget: str, fingerprint: str) -> dict[str, Any]:
+    """One results line: what happened to one problem under one (strategy, budget, config)."""
+    correct = result.correct
+    if correct is None and problem.answer is not None and result.stop_reason != "error":
+        from ponder.tasks.grading import grade
+
+        correct = result.answer is not None and grade(result.answer, problem.answer)
+    votes: dict[str, int] = {}
+    for c in result.candidates:
+        votes[str(c.answer)] = votes.get(str(c.answer), 0) + 1
+    top = sorted(result.candidates, key=lambda c: c.score, reverse=True)[:5]
+    meta = {k: v for k, v in result.meta.items() if k not in ("traceback", "error")}
+    return {
+        "id": problem.id,
+        "level": problem.level,
+        "strategy": strategy,
+        "budget": budget,
+        "fingerprint": fingerprint,
+        "answer": result.answer,
+        "reference": problem.answer,
+        "correct": correct,
+        "stop_reason": result.stop_reason,
+        "compute": dataclasses.asdict(result.compute),
+        "wall_time": round(result.wall_time, 4),
+        "trajectory": [{"step": s, "reward": r} for s, r in zip(result.trajectory, chosen_rewards(result))],
+        "candidates": {
+            "count": len(result.candidates),
+            "answers": votes,
+            "top": [{"answer": c.answer, "score": c.score, "tokens": c.tokens, "steps": len(c.steps)} for c in top],
+        },
+        "error": result.meta.get("error"),
+        "meta": meta,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+async def _close_runner(runner: Any) -> None:
+    for name in ("aclose", "close", "shutdown"):
+        fn = getattr(runner, name, None)
+        if callable(fn):
+            out = fn()
+            if asyncio.iscoroutine(out):
+                await out
+            return
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+@dataclass
+class Job:
+    strategy: str
+    budget: Budget
+    params: dict[str, Any]
+    fingerprint: str
+    pending: list[Problem]
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    # 1. Validate everything; nothing is written before step 3.
+    config = load_config(args)
+    strategies = resolve_strategies(args.strategy, config)
+    budgets = resolve_budgets(args.budget, config)
+    params = strategy_params(strategies, budgets, config)
+    out_path = Path(args.out) if args.out else None
+    if out_path is not None:
+        check_writable(out_path, "results file")
+        if not args.dataset.startswith(("arith:", "hf:")) and Path(args.dataset).exists():
+            if out_path.exists() and out_path.resolve() == Path(args.dataset).resolve():
+                raise CliError("--out must not be the dataset file", USAGE)
+    if args.plot:
+        check_writable(Path(args.plot), "plot file")
+    problems = load_problems(args.dataset, args.limit)
+    try:
+        store: ResultStore = open_store(out_path) if out_path else MemoryStore()
+    except StoreError as e:
+        raise CliError(_one_line(e)) from None
+    runner = make_runner(config)
+
+    # 2. Work out what is left to do.
+    done = store.done_keys()
+    jobs, total, keys = [], 0, set()
+    for s in strategies:
+        fp = config_fingerprint(config, s.name, params[s.name])
+        for b in budgets:
+            keyed = [(p, (p.id, s.name, b.label(), fp)) for p in problems]
+            keys.update(k for _, k in keyed)
+            pending = [p for p, k in keyed if k not in done]
+            jobs.append(Job(s.name, b, params[s.name], fp, pending))
+            total += len(pending)
+    already = len(keys) - total
+    print(
+        f"ponder: {len(problems)} problems x {len(strategies)} strategies x {len(budgets)} budgets"
+        + (f"; {already} already in {out_path}, {total} to run" if already else f"; {total} to run"),
+        file=sys.stderr,
+    )
+
+    # 3. Run, appending each result as it finishes.
+    try:
+        asyncio.run(_run_jobs(runner, jobs, store, total, quiet=args.quiet))
+    except KeyboardInterrupt:
+        store.close()
+        where = f"; results so far are in {out_path}: run the same command to resume" if out_path else ""
+        print(f"ponder: interrupted{where}", file=sys.stderr)
+        return INTERRUPTED
+    finally:
+        store.close()
+
+    # 4. Summarise this run's keys (the file may hold other configs' results too).
+    records = [r for r in store.records() if record_key(r) in keys]
+    rows = report.summarize(records)
+    print(report.format_table(rows))
+    if args.plot:
+        report.plot(rows, args.plot, title=f"{args.dataset}: accuracy versus compute")
+        print(f"plot: {args.plot}", file=sys.stderr)
+    failed = [r for r in records if r.get("stop_reason") == "error"]
+    if failed:
+        print(
+            f"ponder: error: {len(failed)} of {len(records)} searches failed (first: {failed[0].get('error')}); "
+            "run the same command again to retry them",
+            file=sys.stderr,
+        )
+        return FAILURE
+    return 0
+
+
+async def _run_jobs(runner: Any, jobs: list[Job], store: ResultStore, total: int, quiet: bool) -> None:
+    from tqdm import tqdm
+
+    graded = correct = 0
+    cost = 0.0
+    bar = tqdm(total=total, unit="problem", desc="eval", file=sys.stderr, dynamic_ncols=True, disable=quiet or total == 0)
+    try:
+        for job in jobs:
+            if not job.pending:
+                continue
+            async for problem, result in runner.run(job.pending, job.strategy, job.budget, job.params):
+                record = make_record(problem, result, job.strategy, job.budget.label(), job.fingerprint)
+                store.append(record)
+                cost += record["compute"]["cost"]
+                if record["correct"] is not None:
+                    graded += 1
+                    correct += bool(record["correct"])
+                bar.update(1)
+                bar.set_postfix(
+                    acc=f"{100 * correct / graded:.1f}%" if graded else "-",
+                    tokens=f"{cost / bar.n:.0f}/problem",
+                    refresh=False,
+                )
+    finally:
+        bar.close()
+        await _close_runner(runner)
+
+
+def cmd_solve(args: argparse.Namespace) -> int:
+    config = load_config(args)
+    [strategy] = resolve_strategies([args.strategy] if args.strategy else None, config)
+    [budget] = resolve_budgets([args.budget] if args.budget else None, config)
+    params = strategy_params([strategy], [budget], config)[strategy.name]
+    text = args.problem.strip()
+    if not text:
+        raise CliError("the problem text is empty", USAGE)
+    problem = Problem(id="cli", problem=text, answer=args.reference)
+    runner = make_runner(config)
+
+    async def go() -> SearchResult:
+        try:
+            return await runner.solve(problem, strategy.name, budget, params)
+        finally:
+            await _close_runner(runner)
+
+    try:
+        result = asyncio.run(go())
+    except KeyboardInterrupt:
+        print("ponder: interrupted", file=sys.stderr)
+        return INTERRUPTED
+    if result.stop_reason == "error":
+        raise CliError(f"search failed: {result.meta.get('error', 'unknown error')}")
+    print(format_solution(result, budget, problem))
+    return 0
+
+
+def format_solution(result: SearchResult, budget: Budget, problem: Problem) -> str:
+    verdict = ""
+    if problem.answer is not None:
+        verdict = "  (correct)" if result.correct else f"  (wrong; reference {problem.answer})"
+    lines = [f"answer: {result.answer if result.answer is not None else '(none found)'}{verdict}", ""]
+    lines.append("reasoning (PRM reward per step):")
+    for i, (step, reward) in enumerate(zip(result.trajectory, chosen_rewards(result)), 1):
+        r = f"{reward:.3f}" if reward is not None else "  -  "
+        body = step.strip().split("\n")
+        lines.append(f"  {i:>2}. [{r}] {body[0]}")
+        lines += [f"      {' ' * 8}{more}" for more in body[1:]]
+    if not result.trajectory:
+        lines.append("  (no steps)")
+    c = result.compute
+    lines += [
+        "",
+        f"strategy: {result.strategy}  budget: {budget.label()}  stop: {result.stop_reason}  candidates: {len(result.candidates)}",
+        f"compute: {c.cost:.0f} tokens (policy {c.policy_tokens}, PRM {c.prm_tokens}), "
+        f"{c.generations} generations, {c.score_calls} PRM calls, {result.wall_time:.2f} s",
+    ]
+    return "\n".join(lines)
+
+
+def cmd_strategies(args: argparse.Namespace) -> int:
+    for name in registry.names():
+        s = registry.get(name)
+        doc = (s.fn.__doc__ or sys.modules[s.fn.__module__].__doc__ or "").strip().split("\n")[0]
+        print(f"{name}" + (f": {doc}" if doc else ""))
+        for f in dataclasses.fields(s.config_cls):
+            if f.default is not dataclasses.MISSING:
+                default = repr(f.default)
+            elif f.default_factory is not dataclasses.MISSING:
+                default = repr(f.default_factory())
+            else:
+                default = "(required)"
+            ftype = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+            print(f"    {f.name}: {ftype} = {default}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    path = Path(args.results)
+    if not path.is_file():
+        raise CliError(f"results file not found: {path}")
+    if args.plot:
+        check_writable(Path(args.plot), "plot file")
+    try:
+        records = JsonlStore(path).records()
+    except StoreError as e:
+        raise CliError(_one_line(e)) from None
+    if not records:
+        raise CliError(f"results file {path} has no results")
+    rows = report.summarize(records)
+    print(report.format_table(rows))
+    if args.plot:
+        report.plot(rows, args.plot, title=f"{path.name}: accuracy versus compute")
+        print(f"plot: {args.plot}", file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------------------- parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="YAML config file")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="config override (repeatable)")
+    p.add_argument("--address", metavar="ADDR|local", help="Ray cluster address, or 'local' for a local cluster")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ponder", description="Test-time search for small language models, guided by a PRM.")
+    from ponder import __version__
+
+    parser.add_argument("--version", action="version", version=f"ponder {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("eval", help="evaluate strategies and budgets on a dataset")
+    p.add_argument("--dataset", required=True, metavar="PATH|arith:N|hf:NAME")
+    p.add_argument("--strategy", action="append", metavar="NAME", help="search strategy (repeatable)")
+    p.add_argument("--budget", action="append", metavar="TOKENS|n=N", help="compute budget (repeatable)")
+    p.add_argument("--out", metavar="FILE.jsonl", help="results file; an existing one is resumed")
+    p.add_argument("--plot", metavar="FILE.png", help="accuracy-versus-compute plot")
+    p.add_argument("--limit", type=_positive_int, metavar="K", help="only the first K problems")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_config_flags(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("solve", help="solve one problem and show the reasoning")
+    p.add_argument("problem", help="the problem text")
+    p.add_argument("--strategy", metavar="NAME")
+    p.add_argument("--budget", metavar="TOKENS|n=N")
+    p.add_argument("--reference", metavar="ANSWER", help="grade against this answer")
+    _add_config_flags(p)
+    p.set_defaults(func=cmd_solve)
+
+    p = sub.add_parser("strategies", help="list strategies and their parameters")
+    p.set_defaults(func=cmd_strategies)
+
+    p = sub.add_parser("report", help="table and plot from an existing results file")
+    p.add_argument("results", metavar="RESULTS.jsonl")
+    p.add_argument("--plot", metavar="FILE.png")
+    p.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except CliError as e:
+        print(f"ponder: error: {e}", file=sys.stderr)
+        return e.code
+    except SystemExit as e:  # --help / --version
+        return e.code if isinstance(e.code, int) else 0
+    except KeyboardInterrupt:
+        print("ponder: interrupted", file=sys.stderr)
+        return INTERRUPTED
+    except BrokenPipeError:  # `ponder strategies | head`
+        sys.stderr.close()
+        return FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Summaries of eval results: the per-(strategy, budget) table and the accuracy-versus-compute plot.
+
+Works on result records as the store holds them (plain dicts), so `ponder report` can rebuild
+both from a results file alone.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Row:
+    strategy: str
+    budget: str
+    problems: int = 0
+    graded: int = 0  # problems with a reference answer
+    correct: int = 0
+    errors: int = 0
+    mean_tokens: float = 0.0  # compute cost (the token unit budgets use) per problem
+    mean_wall: float = 0.0
+    by_level: dict[str, tuple[int, int]] = field(default_factory=dict)  # level -> (correct, graded)
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.graded if self.graded else None
+
+
+def _level_order(level: str) -> tuple[float, str]:
+    m = re.search(r"-?\d+(\.\d+)?", level)
+    return (float(m.group()) if m else math.inf, level)
+
+
+def summarize(records: Iterable[dict[str, Any]]) -> list[Row]:
+    """One row per (strategy, budget), strategies in first-seen order, budgets by mean tokens."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        groups[(str(r.get("strategy")), str(r.get("budget")))].append(r)
+    rows = []
+    for (strategy, budget), recs in groups.items():
+        row = Row(strategy, budget, problems=len(recs))
+        levels: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        for r in recs:
+            row.errors += r.get("stop_reason") == "error"
+            row.mean_tokens += float((r.get("compute") or {}).get("cost", 0.0))
+            row.mean_wall += float(r.get("wall_time") or 0.0)
+            if r.get("correct") is None:
+                continue
+            ok = bool(r["correct"])
+            row.graded += 1
+            row.correct += ok
+            if r.get("level") is not None:
+                lv = levels[str(r["level"])]
+                lv[0] += ok
+                lv[1] += 1
+        row.mean_tokens /= len(recs)
+        row.mean_wall /= len(recs)
+        row.by_level = {k: (v[0], v[1]) for k, v in sorted(levels.items(), key=lambda kv: _level_order(kv[0]))}
+        rows.append(row)
+    order = {s: i for i, s in enumerate(dict.fromkeys(r.strategy for r in rows))}
+    rows.sort(key=lambda r: (order[r.strategy], r.mean_tokens))
+    return rows
+
+
+def _pct(correct: int, total: int) -> str:
+    return f"{100 * correct / total:.1f}" if total else "-"
+
+
+def format_table(rows: list[Row]) -> str:
+    """A plain-text table; accuracy columns are percentages, one per difficulty level."""
+    if not rows:
+        return "no results"
+    levels = sorted({lv for r in rows for lv in r.by_level}, key=_level_order)
+    header = ["strategy", "budget", "n", "acc%", "tokens", "wall s"] + [f"L{lv}" if lv.isdigit() else lv for lv in levels]
+    if any(r.errors for r in rows):
+        header.append("errors")
+    body = []
+    for r in rows:
+        cells = [
+            r.strategy,
+            r.budget,
+            str(r.problems),
+            _pct(r.correct, r.graded),
+            f"{r.mean_tokens:.0f}",
+            f"{r.mean_wall:.2f}",
+        ] + [_pct(*r.by_level.get(lv, (0, 0))) for lv in levels]
+        if "errors" in header:
+            cells.append(str(r.errors))
+        body.append(cells)
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+    numeric_from = 2  # right-align the numbers
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i < numeric_from else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    out = [line(header), "  ".join("-" * w for w in widths)]
+    out += [line(c) for c in body]
+    return "\n".join(out)
+
+
+def plot(rows: list[Row], path: str | Path, title: str | None = None) -> Path:
+    """Accuracy versus mean tokens per problem (log x), one line per strategy."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: works without a display
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    by_strategy: dict[str, list[Row]] = defaultdict(list)
+    for r in rows:
+        if r.accuracy is not None and r.mean_tokens > 0:
+            by_strategy[r.strategy].append(r)
+    for strategy, rs in by_strategy.items():
+        rs.sort(key=lambda r: r.mean_tokens)
+        ax.plot([r.mean_tokens for r in rs], [100 * r.accuracy for r in rs], marker="o", label=strategy)
+        for r in rs:
+            ax.annotate(r.budget, (r.mean_tokens, 100 * r.accuracy), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("mean tokens per problem")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title or "accuracy versus compute")
+    ax.grid(True, which="both", alpha=0.3)
+    if by_strategy:
+        ax.legend()
+    path = Path(path)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
