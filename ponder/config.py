@@ -47,8 +47,9 @@ class SchedulerConfig:
     max_batch: int = 64
     max_concurrent_searches: int = 32
     prm_cost_ratio: float = 1.0  # one PRM token costs this many policy tokens
-    allocation_table: str | None = None  # file written by `ponder calibrate`
+    allocation_table: str | None = None  # file written by `ponder calibrate`; None: the shipped default
     probe_samples: int = 4  # difficulty probe width
+    job_budget: float | None = None  # an eval job's total tokens for `auto`; None: per-query budget x problems
 
 
 @dataclass
@@ -56,11 +57,14 @@ class ClusterConfig:
     address: str | None = None  # None: in-process; "local": a local Ray cluster; else ray address
     policy_replicas: int = 1
     reward_replicas: int = 1
-    gpus_per_replica: float = 0.0
-    max_inflight_per_replica: int = 4
-    policy_resources: dict[str, float] = field(default_factory=dict)
+    gpus_per_replica: float = 0.0  # used only when the cluster has GPUs
+    cpus_per_replica: float = 1.0
+    max_inflight_per_replica: int = 4  # engine calls in flight per replica (each a batch)
+    policy_resources: dict[str, float] = field(default_factory=dict)  # e.g. {"policy_node": 1}
     reward_resources: dict[str, float] = field(default_factory=dict)
     dashboard: bool = False
+    namespace: str = "ponder"
+    restart_timeout_s: float = 60.0  # how long a pool waits for a crashed replica before replacing it
 
 
 @dataclass
