@@ -264,6 +264,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     except StoreError as e:
         raise CliError(_one_line(e)) from None
     runner = make_runner(config)
+    for warning in store.warnings:
+        print(f"ponder: warning: {warning}", file=sys.stderr)
 
     # 2. Work out what is left to do.
     done = store.done_keys()
@@ -315,7 +317,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 async def _run_jobs(runner: Any, jobs: list[Job], store: ResultStore, total: int, quiet: bool) -> None:
     from tqdm import tqdm
 
-    graded = correct = 0
+    finished = graded = correct = 0
     cost = 0.0
     bar = tqdm(total=total, unit="problem", desc="eval", file=sys.stderr, dynamic_ncols=True, disable=quiet or total == 0)
     try:
@@ -325,6 +327,7 @@ async def _run_jobs(runner: Any, jobs: list[Job], store: ResultStore, total: int
             async for problem, result in runner.run(job.pending, job.strategy, job.budget, job.params):
                 record = make_record(problem, result, job.strategy, job.budget.label(), job.fingerprint)
                 store.append(record)
+                finished += 1
                 cost += record["compute"]["cost"]
                 if record["correct"] is not None:
                     graded += 1
@@ -332,7 +335,7 @@ async def _run_jobs(runner: Any, jobs: list[Job], store: ResultStore, total: int
                 bar.update(1)
                 bar.set_postfix(
                     acc=f"{100 * correct / graded:.1f}%" if graded else "-",
-                    tokens=f"{cost / bar.n:.0f}/problem",
+                    tokens=f"{cost / finished:.0f}/problem",
                     refresh=False,
                 )
     finally:
@@ -415,9 +418,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.plot:
         check_writable(Path(args.plot), "plot file")
     try:
-        records = JsonlStore(path).records()
+        store = JsonlStore(path)
     except StoreError as e:
         raise CliError(_one_line(e)) from None
+    for warning in store.warnings:
+        print(f"ponder: warning: {warning}", file=sys.stderr)
+    records = store.records()
     if not records:
         raise CliError(f"results file {path} has no results")
     rows = report.summarize(records)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,6 +60,7 @@ def config_fingerprint(config: PonderConfig, strategy: str, params: dict[str, An
             "prm_cost_ratio": sc.prm_cost_ratio,
             "allocation_table": sc.allocation_table,
             "probe_samples": sc.probe_samples,
+            "job_budget": getattr(sc, "job_budget", None),  # the ledger's total for `auto`
         },
         "strategy": strategy,
         "params": params or {},
@@ -70,6 +70,7 @@ def config_fingerprint(config: PonderConfig, strategy: str, params: dict[str, An
 
 
 class ResultStore(ABC):
+    warnings: list[str]  # problems found while opening (e.g. a torn last line)
     @abstractmethod
     def done_keys(self) -> set[Key]:
         """Keys with a finished (non-error) record: skipped on resume."""
@@ -98,6 +99,7 @@ class JsonlStore(ResultStore):
         self._needs_newline = False  # last record is complete JSON but lacks its newline
         self._torn = False
         self._file: Any = None
+        self.warnings: list[str] = []  # for the caller to show once the run is under way
         self._load()
 
     def _load(self) -> None:
@@ -123,11 +125,11 @@ class JsonlStore(ResultStore):
                 elif last:
                     # A crash mid-write: the only line that can be torn is the last one.
                     self._torn = True
-                    print(f"ponder: warning: dropping a truncated last line in {self.path}", file=sys.stderr)
+                    self.warnings.append(f"dropping a truncated last line in {self.path}")
                 else:
                     # Never ours (we write whole lines); keep it in the file, but ignore it.
                     self._valid_bytes = end
-                    print(f"ponder: warning: ignoring malformed line {lineno} of {self.path}", file=sys.stderr)
+                    self.warnings.append(f"ignoring malformed line {lineno} of {self.path}")
             else:
                 self._valid_bytes = end if not last else self._valid_bytes
             offset = end
@@ -177,6 +179,7 @@ class MemoryStore(ResultStore):
 
     def __init__(self) -> None:
         self._records: list[dict[str, Any]] = []
+        self.warnings = []
 
     def done_keys(self) -> set[Key]:
         return {record_key(r) for r in self._records if r.get("stop_reason") != "error"}

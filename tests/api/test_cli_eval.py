@@ -1,0 +1,179 @@
+"""`ponder eval`, `report`, `solve` and `strategies` run in-process through `main(argv)`."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from ponder.api import cli
+from ponder.search import registry
+
+N = 6
+
+
+def eval_args(out, engine, *extra) -> list[str]:
+    return ["eval", "--dataset", f"arith:{N}", "--quiet", "--out", str(out), *engine, *extra]
+
+
+def lines_of(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_eval_writes_one_wellformed_line_per_problem_and_prints_the_table(tmp_path, engine, capsys):
+    out = tmp_path / "r.jsonl"
+    assert cli.main(eval_args(out, engine, "--strategy", "best_of_n", "--budget", "n=4")) == 0
+    table = capsys.readouterr().out
+    recs = lines_of(out)
+    assert sorted(r["id"] for r in recs) == sorted(f"arith-0-{i}" for i in range(N))
+    for r in recs:
+        assert r["strategy"] == "best_of_n" and r["budget"] == "n=4"
+        assert r["stop_reason"] in ("done", "budget", "early_stop", "no_answer")
+        assert r["correct"] == (r["answer"] == r["reference"])
+        assert r["compute"]["cost"] > 0 and r["compute"]["generations"] >= 4
+        assert r["level"] in {"1", "2", "3", "4", "5"} and r["wall_time"] >= 0
+        assert r["candidates"]["count"] == sum(r["candidates"]["answers"].values()) >= 1
+        assert all(isinstance(s["step"], str) for s in r["trajectory"])
+        assert len({r["fingerprint"] for r in recs}) == 1
+    header, _, row = table.strip().splitlines()
+    assert header.split()[:4] == ["strategy", "budget", "n", "acc%"]
+    accuracy = 100 * sum(r["correct"] for r in recs) / N
+    assert row.split()[:4] == ["best_of_n", "n=4", str(N), f"{accuracy:.1f}"]
+
+
+def test_resume_after_a_crash_skips_done_problems_and_never_duplicates(tmp_path, engine, capsys):
+    out = tmp_path / "r.jsonl"
+    args = eval_args(out, engine, "--budget", "n=4")
+    assert cli.main(args) == 0
+    full = out.read_text().splitlines(keepends=True)
+    # A crash after two results, in the middle of writing the third.
+    partial = "".join(full[:2]) + full[2][: len(full[2]) // 2]
+    out.write_text(partial)
+    capsys.readouterr()
+    assert cli.main(args) == 0
+    err = capsys.readouterr().err
+    assert "truncated" in err and f"2 already in {out}, {N - 2} to run" in err
+    text = out.read_text()
+    assert text.startswith("".join(full[:2]))  # the finished lines are untouched
+    ids = [r["id"] for r in lines_of(out)]
+    assert len(ids) == len(set(ids)) == N
+    # Deterministic engines: the rerun results equal the first run's (timestamps aside).
+    strip = lambda r: {k: v for k, v in r.items() if k not in ("finished_at", "wall_time")}  # noqa: E731
+    first = {json.loads(x)["id"]: strip(json.loads(x)) for x in full}
+    assert {r["id"]: strip(r) for r in lines_of(out)} == first
+    # A third run has nothing left to do and appends nothing.
+    assert cli.main(args) == 0
+    assert out.read_text() == text
+    assert f"{N} already in" in capsys.readouterr().err
+
+
+def test_errors_are_retried_on_resume(tmp_path, engine, capsys):
+    out = tmp_path / "r.jsonl"
+    args = eval_args(out, engine, "--budget", "n=4")
+    assert cli.main(args) == 0
+    recs = lines_of(out)
+    broken = dict(recs[0], stop_reason="error", answer=None, correct=None, error="RuntimeError: boom")
+    out.write_text("".join(json.dumps(r) + "\n" for r in [broken, *recs[1:]]))
+    capsys.readouterr()
+    assert cli.main(args) == 0
+    assert f"{N - 1} already in {out}, 1 to run" in capsys.readouterr().err
+    after = lines_of(out)
+    assert len(after) == N + 1 and after[-1]["id"] == recs[0]["id"] and after[-1]["stop_reason"] != "error"
+
+
+def test_a_search_that_raises_is_recorded_as_error_and_fails_the_run(tmp_path, engine, monkeypatch, capsys):
+    strat = registry.get("best_of_n")
+
+    async def explode(problem, ctx, cfg):
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(registry._REGISTRY, "best_of_n", registry.Strategy("best_of_n", explode, strat.config_cls))
+    out = tmp_path / "r.jsonl"
+    assert cli.main(eval_args(out, engine, "--budget", "n=4", "--limit", "2")) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("ponder: error: 2 of 2 searches failed (first: RuntimeError: boom)")
+    assert [r["stop_reason"] for r in lines_of(out)] == ["error", "error"]
+
+
+def test_interrupt_leaves_a_valid_file_that_resumes(tmp_path, engine, monkeypatch, capsys):
+    out = tmp_path / "r.jsonl"
+    real = cli.make_record
+    calls = []
+
+    def interrupt_on_fourth(*a, **kw):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(cli, "make_record", interrupt_on_fourth)
+    args = eval_args(out, engine, "--budget", "n=4")
+    assert cli.main(args) == cli.INTERRUPTED
+    assert "run the same command to resume" in capsys.readouterr().err
+    assert len(lines_of(out)) == 3
+    monkeypatch.setattr(cli, "make_record", real)
+    assert cli.main(args) == 0
+    assert len({r["id"] for r in lines_of(out)}) == len(lines_of(out)) == N
+
+
+def test_several_strategies_and_budgets_write_a_plot_and_report_rebuilds_the_table(tmp_path, engine, capsys):
+    out, png, png2 = tmp_path / "r.jsonl", tmp_path / "acc.png", tmp_path / "again.png"
+    args = eval_args(out, engine, "--strategy", "best_of_n", "--strategy", "beam_search")
+    args += ["--budget", "n=4", "--budget", "n=8", "--plot", str(png)]
+    assert cli.main(args) == 0
+    table = capsys.readouterr().out.strip()
+    rows = [line.split()[:3] for line in table.splitlines()[2:]]
+    assert sorted(rows) == sorted([[s, b, str(N)] for s in ("best_of_n", "beam_search") for b in ("n=4", "n=8")])
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert len(lines_of(out)) == 4 * N
+    # More samples cost more tokens for the same strategy.
+    recs = lines_of(out)
+    mean = lambda s, b: sum(r["compute"]["cost"] for r in recs if (r["strategy"], r["budget"]) == (s, b)) / N  # noqa: E731
+    assert mean("best_of_n", "n=8") > mean("best_of_n", "n=4")
+
+    assert cli.main(["report", str(out), "--plot", str(png2)]) == 0
+    assert capsys.readouterr().out.strip() == table
+    assert png2.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_changed_config_is_a_new_key_in_the_same_file(tmp_path, engine, capsys):
+    out = tmp_path / "r.jsonl"
+    assert cli.main(eval_args(out, engine, "--budget", "n=4", "--limit", "3")) == 0
+    assert cli.main(eval_args(out, engine, "--budget", "n=4", "--limit", "3", "--set", "search.seed=5")) == 0
+    recs = lines_of(out)
+    assert len(recs) == 6 and len({r["fingerprint"] for r in recs}) == 2
+    # The table of the second run covers only its own results.
+    assert capsys.readouterr().out.strip().splitlines()[-1].split()[:3] == ["best_of_n", "n=4", "3"]
+
+
+def test_solve_prints_answer_path_with_rewards_and_compute(engine, capsys):
+    from ponder.tasks.arith.problems import generate
+
+    p = generate(1, seed=3, levels=(2,))[0]
+    code = cli.main(["solve", p.problem, "--strategy", "beam_search", "--budget", "n=8", "--reference", p.answer, *engine])
+    assert code == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].startswith("answer: ")
+    steps = [m for m in map(re.compile(r"^\s+(\d+)\. \[(\d\.\d{3})\] (.+)$").match, lines) if m]
+    assert [int(m.group(1)) for m in steps] == list(range(1, len(steps) + 1))
+    assert len(steps) >= 3  # level 2: three operations
+    assert all(0.0 <= float(m.group(2)) <= 1.0 for m in steps)
+    assert "=" in steps[0].group(3)
+    assert "strategy: beam_search  budget: n=8" in out
+    assert "compute: " in out and "tokens (policy " in out
+
+
+def test_strategies_lists_every_registered_strategy_with_defaults(capsys):
+    assert cli.main(["strategies"]) == 0
+    out = capsys.readouterr().out
+    names = [line.split(":")[0] for line in out.splitlines() if not line.startswith(" ")]
+    assert names == registry.names()
+    assert "    beam_width: int = 4" in out
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["eval", "--help"]])
+def test_help_exits_zero(argv, capsys):
+    assert cli.main(argv) == 0
+    assert "usage:" in capsys.readouterr().out

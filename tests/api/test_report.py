@@ -1,0 +1,62 @@
+"""The summary table and the accuracy-versus-compute plot over result records."""
+
+from __future__ import annotations
+
+from ponder.api.report import format_table, plot, summarize
+
+
+def rec(strategy, budget, level, correct, cost, wall=0.5, stop="done"):
+    return {
+        "id": f"{strategy}-{budget}-{level}-{cost}",
+        "strategy": strategy,
+        "budget": budget,
+        "level": level,
+        "correct": correct,
+        "compute": {"cost": cost},
+        "wall_time": wall,
+        "stop_reason": stop,
+    }
+
+
+RECORDS = [
+    rec("beam_search", "n=16", "1", True, 400),
+    rec("beam_search", "n=16", "2", False, 600, wall=1.5),
+    rec("best_of_n", "n=4", "1", True, 100),
+    rec("best_of_n", "n=4", "2", False, 100),
+    rec("best_of_n", "n=4", "2", False, 100, stop="error"),
+    rec("beam_search", "n=4", "1", True, 100),
+    rec("beam_search", "n=4", "10", True, 200),
+    rec("best_of_n", "n=4", None, None, 100),  # no reference: not graded
+]
+
+
+def test_summary_rows_accuracy_tokens_wall_and_levels():
+    rows = summarize(RECORDS)
+    assert [(r.strategy, r.budget) for r in rows] == [
+        ("beam_search", "n=4"),  # budgets ordered by mean tokens within a strategy
+        ("beam_search", "n=16"),
+        ("best_of_n", "n=4"),
+    ]
+    b4, b16, bon = rows
+    assert b16.accuracy == 0.5 and b16.mean_tokens == 500 and b16.mean_wall == 1.0
+    assert b4.accuracy == 1.0 and b4.by_level == {"1": (1, 1), "10": (1, 1)}
+    assert bon.problems == 4 and bon.graded == 3 and bon.correct == 1 and bon.errors == 1
+    assert bon.by_level == {"1": (1, 1), "2": (0, 2)}
+
+
+def test_table_has_a_row_per_group_and_level_columns_in_numeric_order():
+    table = format_table(summarize(RECORDS))
+    lines = table.splitlines()
+    header = lines[0].split()
+    assert header[:6] == ["strategy", "budget", "n", "acc%", "tokens", "wall"]
+    assert [h for h in header if h.startswith("L")] == ["L1", "L2", "L10"]
+    assert header[-1] == "errors"
+    assert len(lines) == 2 + 3
+    bon = next(line.split() for line in lines if line.startswith("best_of_n"))
+    assert bon[2:6] == ["4", "33.3", "100", "0.50"]
+
+
+def test_plot_writes_a_png(tmp_path):
+    out = plot(summarize(RECORDS), tmp_path / "acc.png")
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
