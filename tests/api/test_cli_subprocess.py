@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import time
+
+from tests.api.process import REPO, ponder_command
 
 
 def test_eval_resume_and_report_as_a_process(tmp_path, engine, run_ponder):
@@ -45,3 +50,33 @@ def test_bad_input_as_a_process(tmp_path, engine, run_ponder):
 def test_strategies_as_a_process(run_ponder):
     done = run_ponder("strategies")
     assert done.returncode == 0 and "\nbest_of_n" in done.stdout and "    n: " in done.stdout
+
+
+def test_ctrl_c_leaves_a_valid_file_that_resumes(tmp_path):
+    # Always the fake engine: its `delay` option makes the run slow enough to interrupt.
+    out = tmp_path / "r.jsonl"
+    args = [*ponder_command("fake"), "eval", "--dataset", "arith:30", "--budget", "n=2", "--quiet", "--out", str(out)]
+    args += ["--set", "policy.kind=fake", "--set", "reward.kind=fake", "--set", "policy.options.delay=[0.05,0.1]"]
+    proc = subprocess.Popen(
+        [*args, "--set", "scheduler.max_concurrent_searches=2"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while (not out.exists() or out.read_text().count("\n") < 2) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "resume" in err
+    text = out.read_text()
+    assert text.endswith("\n")
+    first = [json.loads(x)["id"] for x in text.splitlines()]
+    assert 2 <= len(first) < 30
+    resumed = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{len(first)} already in" in resumed.stderr
+    ids = [json.loads(x)["id"] for x in out.read_text().splitlines()]
+    assert ids[: len(first)] == first and len(ids) == len(set(ids)) == 30
