@@ -16,6 +16,8 @@ import math
 import os
 import sys
 import time
+import types
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +61,39 @@ def load_config(args: argparse.Namespace) -> PonderConfig:
         raise CliError(f"bad config: {_one_line(e)}", USAGE) from None
     if getattr(args, "address", None):
         config.cluster.address = args.address
+    check_types(config)
     return config
+
+
+def check_types(obj: Any, where: str = "") -> None:
+    """Scalar config values must have their field's type: `search.temperature=hot` is a usage
+    error now, not a failure of every search later. (PonderConfig itself does not check.)"""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value, name = getattr(obj, f.name), f"{where}{f.name}"
+        if dataclasses.is_dataclass(value):
+            check_types(value, name + ".")
+            continue
+        allowed = _scalar_types(hints.get(f.name))
+        if allowed is None or (value is None and type(None) in allowed):
+            continue
+        if float in allowed and type(value) is int:
+            continue
+        if type(value) not in allowed:
+            want = " or ".join(t.__name__ for t in allowed if t is not type(None))
+            raise CliError(f"config {name} must be {want}, got {value!r}", USAGE)
+
+
+def _scalar_types(hint: Any) -> tuple[type, ...] | None:
+    """The plain types a field accepts, or None when it is not a simple scalar/mapping field."""
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    out = []
+    for a in args:
+        a = typing.get_origin(a) or a
+        if a not in (int, float, str, bool, dict, list, type(None)):
+            return None
+        out.append(a)
+    return tuple(out)
 
 
 def resolve_strategies(names: list[str] | None, config: PonderConfig) -> list[registry.Strategy]:
@@ -86,9 +120,9 @@ def resolve_budgets(specs: list[str] | None, config: PonderConfig) -> list[Budge
 def strategy_params(strategies: list[registry.Strategy], budgets: list[Budget], config: PonderConfig) -> dict[str, dict[str, Any]]:
     """`search.params` split per strategy: each takes the fields it has. A key no selected
     strategy knows is an error (a typo must not silently do nothing)."""
-    params = dict(config.search.params or {})
+    params = config.search.params or {}
     if not isinstance(params, dict):
-        raise CliError("search.params must be a mapping", USAGE)
+        raise CliError("search.params must be a mapping of strategy parameters", USAGE)
     fields = {s.name: {f.name for f in dataclasses.fields(s.config_cls)} for s in strategies}
     for key in params:
         if not any(key in f for f in fields.values()):
