@@ -96,7 +96,13 @@ def _scalar_types(hint: Any) -> tuple[type, ...] | None:
     return tuple(out)
 
 
+def load_strategies() -> None:
+    # The scheduler registers strategies of its own (`auto`) when its runner is imported.
+    import ponder.scheduler.runner  # noqa: F401
+
+
 def resolve_strategies(names: list[str] | None, config: PonderConfig) -> list[registry.Strategy]:
+    load_strategies()
     out = []
     for name in dict.fromkeys(names or [config.search.strategy]):
         try:
@@ -429,6 +435,7 @@ def format_solution(result: SearchResult, budget: Budget, problem: Problem) -> s
 
 
 def cmd_strategies(args: argparse.Namespace) -> int:
+    load_strategies()
     for name in registry.names():
         s = registry.get(name)
         doc = (s.fn.__doc__ or sys.modules[s.fn.__module__].__doc__ or "").strip().split("\n")[0]
