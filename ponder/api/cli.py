@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import copy
 import dataclasses
-import math
 import os
 import sys
 import time
@@ -24,7 +23,15 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ponder.api import report
-from ponder.api.store import JsonlStore, MemoryStore, ResultStore, StoreError, config_fingerprint, open_store, record_key
+from ponder.api.store import (
+    JsonlStore,
+    MemoryStore,
+    ResultStore,
+    StoreError,
+    config_fingerprint,
+    open_store,
+    record_key,
+)
 from ponder.config import Budget, ConfigError, PonderConfig
 from ponder.search import registry
 from ponder.search.types import Problem, SearchResult
@@ -123,7 +130,9 @@ def resolve_budgets(specs: list[str] | None, config: PonderConfig) -> list[Budge
     return list(budgets.values())
 
 
-def strategy_params(strategies: list[registry.Strategy], budgets: list[Budget], config: PonderConfig) -> dict[str, dict[str, Any]]:
+def strategy_params(
+    strategies: list[registry.Strategy], budgets: list[Budget], config: PonderConfig
+) -> dict[str, dict[str, Any]]:
     """`search.params` split per strategy: each takes the fields it has. A key no selected
     strategy knows is an error (a typo must not silently do nothing)."""
     params = config.search.params or {}
@@ -359,7 +368,9 @@ async def _run_jobs(runner: Any, jobs: list[Job], store: ResultStore, total: int
 
     finished = graded = correct = 0
     cost = 0.0
-    bar = tqdm(total=total, unit="problem", desc="eval", file=sys.stderr, dynamic_ncols=True, disable=quiet or total == 0)
+    bar = tqdm(
+        total=total, unit="problem", desc="eval", file=sys.stderr, dynamic_ncols=True, disable=quiet or total == 0
+    )
     try:
         for job in jobs:
             if not job.pending:
@@ -427,7 +438,8 @@ def format_solution(result: SearchResult, budget: Budget, problem: Problem) -> s
     c = result.compute
     lines += [
         "",
-        f"strategy: {result.strategy}  budget: {budget.label()}  stop: {result.stop_reason}  candidates: {len(result.candidates)}",
+        f"strategy: {result.strategy}  budget: {budget.label()}  stop: {result.stop_reason}  "
+        f"candidates: {len(result.candidates)}",
         f"compute: {c.cost:.0f} tokens (policy {c.policy_tokens}, PRM {c.prm_tokens}), "
         f"{c.generations} generations, {c.score_calls} PRM calls, {result.wall_time:.2f} s",
     ]

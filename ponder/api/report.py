@@ -77,7 +77,8 @@ def format_table(rows: list[Row]) -> str:
     if not rows:
         return "no results"
     levels = sorted({lv for r in rows for lv in r.by_level}, key=_level_order)
-    header = ["strategy", "budget", "n", "acc%", "tokens", "wall s"] + [f"L{lv}" if lv.isdigit() else lv for lv in levels]
+    header = ["strategy", "budget", "n", "acc%", "tokens", "wall s"]
+    header += [f"L{lv}" if lv.isdigit() else lv for lv in levels]
     if any(r.errors for r in rows):
         header.append("errors")
     body = []
@@ -120,7 +121,8 @@ def plot(rows: list[Row], path: str | Path, title: str | None = None) -> Path:
         rs.sort(key=lambda r: r.mean_tokens)
         ax.plot([r.mean_tokens for r in rs], [100 * r.accuracy for r in rs], marker="o", label=strategy)
         for r in rs:
-            ax.annotate(r.budget, (r.mean_tokens, 100 * r.accuracy), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            xy = (r.mean_tokens, 100 * r.accuracy)
+            ax.annotate(r.budget, xy, fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_xlabel("mean tokens per problem")
     ax.set_ylabel("accuracy (%)")

@@ -10,13 +10,8 @@ import pytest
 from ponder.api import cli
 
 # Two finished records and a torn third: only a real run may cut the torn line.
-PRIOR = (
-    json.dumps({"id": "arith-0-0", "strategy": "best_of_n", "budget": "n=4", "fingerprint": "x", "stop_reason": "done"})
-    + "\n"
-    + json.dumps({"id": "arith-0-1", "strategy": "best_of_n", "budget": "n=4", "fingerprint": "x", "stop_reason": "done"})
-    + "\n"
-    + '{"id": "arith-0-2", "strat'
-)
+DONE = {"strategy": "best_of_n", "budget": "n=4", "fingerprint": "x", "stop_reason": "done"}
+PRIOR = "".join(json.dumps({"id": f"arith-0-{i}", **DONE}) + "\n" for i in range(2)) + '{"id": "arith-0-2", "strat'
 
 
 @pytest.fixture

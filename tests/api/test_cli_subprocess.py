@@ -57,9 +57,8 @@ def test_ctrl_c_leaves_a_valid_file_that_resumes(tmp_path):
     out = tmp_path / "r.jsonl"
     args = [*ponder_command("fake"), "eval", "--dataset", "arith:30", "--budget", "n=2", "--quiet", "--out", str(out)]
     args += ["--set", "policy.kind=fake", "--set", "reward.kind=fake", "--set", "policy.options.delay=[0.05,0.1]"]
-    proc = subprocess.Popen(
-        [*args, "--set", "scheduler.max_concurrent_searches=2"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    slow = [*args, "--set", "scheduler.max_concurrent_searches=2"]
+    proc = subprocess.Popen(slow, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
         while (not out.exists() or out.read_text().count("\n") < 2) and time.monotonic() < deadline:
