@@ -57,7 +57,7 @@ def config_fingerprint(config: PonderConfig, strategy: str, params: dict[str, An
         },
         "scheduler": {
             "prm_cost_ratio": sc.prm_cost_ratio,
-            "allocation_table": sc.allocation_table,
+            "allocation_table": _file_digest(sc.allocation_table),  # its content: calibrate rewrites it
             "probe_samples": sc.probe_samples,
             "job_budget": getattr(sc, "job_budget", None),  # the ledger's total for `auto`
         },
@@ -66,6 +66,15 @@ def config_fingerprint(config: PonderConfig, strategy: str, params: dict[str, An
     }
     blob = json.dumps(material, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _file_digest(path: str | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    except OSError:
+        return str(path)
 
 
 class ResultStore(ABC):

@@ -97,5 +97,15 @@ def test_fingerprint_tracks_what_changes_results_only():
     assert changed(policy={"kind": "sim", "max_batch": 4, "device": "cpu"}) == fp
 
 
+def test_fingerprint_follows_the_allocation_table_content(tmp_path):
+    table = tmp_path / "table.yaml"
+    table.write_text("easy: best_of_n\n")
+    cfg = PonderConfig.from_dict({"scheduler": {"allocation_table": str(table)}})
+    before = config_fingerprint(cfg, "auto")
+    assert config_fingerprint(cfg, "auto") == before
+    table.write_text("easy: beam_search\n")  # recalibrated in place
+    assert config_fingerprint(cfg, "auto") != before
+
+
 def test_record_key_uses_id_strategy_budget_and_fingerprint():
     assert record_key(rec("p1", strategy="mcts", budget="n=8", fp="f")) == ("p1", "mcts", "n=8", "f")
