@@ -271,13 +271,18 @@ def make_record(problem: Problem, result: SearchResult, strategy: str, budget: s
     }
 
 
-async def _close_runner(runner: Any) -> None:
+def close_runner(runner: Any) -> None:
+    """Release a runner's resources (a Ray scheduler actor); called outside any event loop,
+    since a remote runner's shutdown blocks."""
     for name in ("aclose", "close", "shutdown"):
         fn = getattr(runner, name, None)
         if callable(fn):
-            out = fn()
-            if asyncio.iscoroutine(out):
-                await out
+            try:
+                out = fn()
+                if asyncio.iscoroutine(out):
+                    asyncio.run(out)
+            except Exception as e:  # the results are safe already; do not bury them in a traceback
+                print(f"ponder: warning: runner shutdown failed: {_one_line(e)}", file=sys.stderr)
             return
 
 
@@ -338,12 +343,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     try:
         asyncio.run(_run_jobs(runner, jobs, store, total, quiet=args.quiet))
     except KeyboardInterrupt:
-        store.close()
         where = f"; results so far are in {out_path}: run the same command to resume" if out_path else ""
         print(f"ponder: interrupted{where}", file=sys.stderr)
         return INTERRUPTED
     finally:
         store.close()
+        close_runner(runner)
 
     # 4. Summarise this run's keys (the file may hold other configs' results too).
     records = [r for r in store.records() if record_key(r) in keys]
@@ -391,7 +396,6 @@ async def _run_jobs(runner: Any, jobs: list[Job], store: ResultStore, total: int
                 )
     finally:
         bar.close()
-        await _close_runner(runner)
 
 
 def cmd_solve(args: argparse.Namespace) -> int:
@@ -405,17 +409,13 @@ def cmd_solve(args: argparse.Namespace) -> int:
     problem = Problem(id="cli", problem=text, answer=args.reference)
     runner = make_runner(config)
 
-    async def go() -> SearchResult:
-        try:
-            return await runner.solve(problem, strategy.name, budget, params)
-        finally:
-            await _close_runner(runner)
-
     try:
-        result = asyncio.run(go())
+        result = asyncio.run(runner.solve(problem, strategy.name, budget, params))
     except KeyboardInterrupt:
         print("ponder: interrupted", file=sys.stderr)
         return INTERRUPTED
+    finally:
+        close_runner(runner)
     if result.stop_reason == "error":
         raise CliError(f"search failed: {result.meta.get('error', 'unknown error')}")
     print(format_solution(result, budget, problem))

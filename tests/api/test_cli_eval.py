@@ -149,6 +149,22 @@ def test_a_changed_config_is_a_new_key_in_the_same_file(tmp_path, engine, capsys
     assert capsys.readouterr().out.strip().splitlines()[-1].split()[:3] == ["best_of_n", "n=4", "3"]
 
 
+def test_the_runner_is_shut_down_after_eval_and_solve(tmp_path, engine, monkeypatch, capsys):
+    import ponder.scheduler
+
+    real, closed = ponder.scheduler.make_runner, []
+
+    def make_runner(config):
+        runner = real(config)
+        runner.shutdown = lambda: closed.append(runner)
+        return runner
+
+    monkeypatch.setattr(ponder.scheduler, "make_runner", make_runner)
+    assert cli.main(eval_args(tmp_path / "r.jsonl", engine, "--budget", "n=2", "--limit", "2")) == 0
+    assert cli.main(["solve", "Compute 3 + 4.", "--budget", "n=2", *engine]) == 0
+    assert len(closed) == 2
+
+
 def test_solve_prints_answer_path_with_rewards_and_compute(engine, capsys):
     from ponder.tasks.arith.problems import generate
 
