@@ -12,8 +12,20 @@ def make_runner(config: PonderConfig) -> Any:
 
     Every runner has `async solve(problem, strategy, budget, params)` and
     `async run(problems, strategy, budget, params)` yielding (problem, result) as they finish.
+    With `cluster.address` set ("local" or a Ray address) it is a `RemoteRunner`, a client of
+    a `SchedulerActor` that hosts the same runner over replica pools.
     """
+    if config.cluster.address:
+        from ponder.scheduler.scheduler import RemoteRunner
+
+        return RemoteRunner.start(config)
+
     from ponder.actors.factory import build_policy, build_reward
     from ponder.scheduler.runner import Runner
 
     return Runner(build_policy(config.policy), build_reward(config.reward), config)
+
+
+def register_auto() -> None:
+    """Registers strategy `auto` (also done by importing the runner)."""
+    from ponder.scheduler import auto  # noqa: F401

@@ -1,0 +1,361 @@
+"""`ReplicaPool`: a set of replica actors behind the engine protocol.
+
+The runner uses a pool exactly like an in-process engine (`generate` / `score` over a batch).
+The pool splits each batch into per-replica sub-batches:
+
+- routing by least outstanding work, with prefix affinity: requests with the same `affinity`
+  key (a search tree) go back to the replica that served the key before, so that replica's
+  prefix cache hits, unless that replica is overloaded;
+- failure: when a replica dies mid-call its sub-batch is sent again to another replica
+  (generation is seeded per request, so a retry gives the same result) while the pool waits
+  for Ray to restart the actor, or replaces it if it does not come back;
+- `scale(n)` adds replicas or drains and removes some, dropping no request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from ray.exceptions import ActorDiedError, RayActorError
+
+from ponder.actors.engine import EngineInfo, GeneratedStep, ScoreRequest, ScoreResult, StepRequest
+from ponder.actors.replica import EngineBuilder, make_replica
+from ponder.config import ClusterConfig, EngineConfig
+
+log = logging.getLogger(__name__)
+
+_AFFINITY_KEYS = 100_000  # remembered affinity keys (LRU)
+
+
+class PoolUnavailable(RuntimeError):
+    """No replica answered within the pool's restart timeout."""
+
+
+@dataclass(eq=False)
+class Member:
+    handle: Any
+    id: int
+    outstanding: int = 0  # work (samples) in flight
+    calls: int = 0  # sub-batches in flight
+    healthy: bool = True
+    draining: bool = False
+    failures: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    recovery: asyncio.Task | None = None
+
+    def __post_init__(self) -> None:
+        self.idle.set()
+
+
+def _work(req: Any) -> int:
+    return max(1, getattr(req, "n", 1))
+
+
+class ReplicaPool:
+    def __init__(
+        self,
+        role: str,
+        engine_cfg: EngineConfig,
+        cluster: ClusterConfig | None = None,
+        *,
+        builder: EngineBuilder | None = None,
+        affinity_slack: int = 64,
+        health_timeout_s: float = 10.0,
+    ):
+        if role not in ("policy", "reward"):
+            raise ValueError(f"pool role must be 'policy' or 'reward', got {role!r}")
+        self.role = role
+        self.engine_cfg = engine_cfg
+        self.cluster = cluster or ClusterConfig()
+        self.builder = builder
+        self.cap = max(1, self.cluster.max_inflight_per_replica)
+        self.affinity_slack = affinity_slack  # extra work an affine replica may carry over the least loaded
+        self.health_timeout_s = health_timeout_s
+        self.members: list[Member] = []
+        self._ids = itertools.count()
+        self._affinity: OrderedDict[str, Member] = OrderedDict()
+        self._changed = asyncio.Event()  # set whenever a replica joins or recovers
+        self._method = "generate" if role == "policy" else "score"
+        # Books for stats(): pool-side busy time and routing outcomes.
+        self.started = time.perf_counter()
+        self._inflight = 0
+        self._busy_since: float | None = None
+        self.busy_s = 0.0
+        self.counts = {"calls": 0, "requests": 0, "retries": 0, "affinity_hits": 0, "affinity_misses": 0,
+                       "replaced": 0, "restarts_seen": 0}
+
+    # ----- lifecycle
+
+    async def start(self, n: int | None = None) -> ReplicaPool:
+        n = n if n is not None else (self.cluster.policy_replicas if self.role == "policy" else self.cluster.reward_replicas)
+        if n < 1:
+            raise ValueError(f"a {self.role} pool needs at least one replica, got {n}")
+        await self._add(n)
+        return self
+
+    async def _spawn(self) -> Any:
+        handle = make_replica(self.role, self.engine_cfg, self.cluster, self.builder)
+        await asyncio.wait_for(handle.health.remote(), timeout=max(self.health_timeout_s, 120.0))
+        return handle
+
+    async def _add(self, k: int) -> None:
+        handles = await asyncio.gather(*(self._spawn() for _ in range(k)))
+        for h in handles:
+            self.members.append(Member(h, next(self._ids)))
+        self._notify()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def scale(self, n: int) -> None:
+        """Grow or shrink to `n` replicas. Removed replicas get no new work and are killed once
+        their in-flight calls finish."""
+        if n < 1:
+            raise ValueError(f"a {self.role} pool needs at least one replica, got {n}")
+        live = [m for m in self.members if not m.draining]
+        if n > len(live):
+            await self._add(n - len(live))
+            return
+        # Drop unhealthy replicas first, then the least loaded.
+        victims = sorted(live, key=lambda m: (m.healthy, m.outstanding, -m.id))[: len(live) - n]
+        for m in victims:
+            m.draining = True
+        await asyncio.gather(*(self._retire(m) for m in victims))
+
+    async def _retire(self, m: Member) -> None:
+        await m.idle.wait()
+        if m.recovery is not None:
+            m.recovery.cancel()
+        self.members.remove(m)
+        ray.kill(m.handle, no_restart=True)
+
+    async def close(self) -> None:
+        for m in list(self.members):
+            if m.recovery is not None:
+                m.recovery.cancel()
+            ray.kill(m.handle, no_restart=True)
+        self.members.clear()
+
+    @property
+    def size(self) -> int:
+        return sum(1 for m in self.members if not m.draining)
+
+    # ----- the engine protocol
+
+    async def generate(self, requests: list[StepRequest]) -> list[list[list[GeneratedStep]]]:
+        if self.role != "policy":
+            raise TypeError("generate() called on a reward pool")
+        return await self._dispatch(requests)
+
+    async def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
+        if self.role != "reward":
+            raise TypeError("score() called on a policy pool")
+        return await self._dispatch(requests)
+
+    def info(self) -> EngineInfo:
+        return EngineInfo(kind=f"pool:{self.engine_cfg.kind}", model=self.engine_cfg.path or "",
+                          extra={"role": self.role, "replicas": self.size})
+
+    # ----- routing
+
+    def _candidates(self, exclude: set[Member]) -> list[Member]:
+        return [m for m in self.members if m.healthy and not m.draining and m not in exclude]
+
+    def route(self, requests: Sequence[Any], exclude: set[Member] | None = None) -> dict[Member, list[int]]:
+        """Assign each request (by index) to a replica: the key's previous replica if it is not
+        overloaded, else the one with least outstanding work."""
+        cands = self._candidates(exclude or set())
+        if not cands:
+            return {}
+        planned = {m: 0 for m in cands}
+        load = lambda m: m.outstanding + planned[m]  # noqa: E731
+        groups: dict[Any, list[int]] = {}
+        for i, r in enumerate(requests):
+            key = getattr(r, "affinity", None)
+            groups.setdefault(key if key is not None else ("_", i), []).append(i)
+        out: dict[Member, list[int]] = {}
+        for key, idx in groups.items():
+            work = sum(_work(requests[i]) for i in idx)
+            least = min(cands, key=lambda m: (load(m), m.calls))
+            chosen = self._affinity.get(key) if isinstance(key, str) else None
+            if chosen is not None and chosen in planned and not self._overloaded(chosen, least, load):
+                self.counts["affinity_hits"] += 1
+            else:
+                if chosen is not None:
+                    self.counts["affinity_misses"] += 1
+                chosen = least
+            if isinstance(key, str):
+                self._affinity[key] = chosen
+                self._affinity.move_to_end(key)
+                if len(self._affinity) > _AFFINITY_KEYS:
+                    self._affinity.popitem(last=False)
+            planned[chosen] += work
+            out.setdefault(chosen, []).extend(idx)
+        return out
+
+    def _overloaded(self, m: Member, least: Member, load: Any) -> bool:
+        if m is least:
+            return False
+        at_cap = m.calls >= self.cap and least.calls < self.cap
+        return at_cap or load(m) - load(least) > self.affinity_slack
+
+    async def _dispatch(self, requests: list[Any]) -> list[Any]:
+        if not requests:
+            return []
+        results: list[Any] = [None] * len(requests)
+        await self._send_all(requests, list(range(len(requests))), results, set())
+        return results
+
+    async def _send_all(self, requests: list[Any], idx: list[int], results: list[Any], exclude: set[Member]) -> None:
+        plan = await self._plan([requests[i] for i in idx], exclude)
+        await asyncio.gather(*(self._send(m, requests, [idx[j] for j in sub], results, exclude) for m, sub in plan.items()))
+
+    async def _plan(self, reqs: list[Any], exclude: set[Member]) -> dict[Member, list[int]]:
+        """Route, waiting for a replica to come back when none is available."""
+        deadline = time.monotonic() + self.cluster.restart_timeout_s + self.health_timeout_s
+        while True:
+            plan = self.route(reqs, exclude)
+            if plan:
+                return plan
+            if exclude and self._candidates(set()):
+                exclude.clear()  # every replica failed once; try the recovered ones again
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise PoolUnavailable(f"no {self.role} replica available after {self.cluster.restart_timeout_s:.0f}s")
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout=min(left, 1.0))
+            except asyncio.TimeoutError:
+                pass
+
+    async def _send(self, m: Member, requests: list[Any], idx: list[int], results: list[Any], exclude: set[Member]) -> None:
+        sub = [requests[i] for i in idx]
+        work = sum(_work(r) for r in sub)
+        m.outstanding += work
+        m.calls += 1
+        m.idle.clear()
+        self._enter()
+        try:
+            out = await getattr(m.handle, self._method).remote(sub)
+        except RayActorError as e:
+            failed = True
+            self._on_failure(m, e)
+        else:
+            failed = False
+            self.counts["calls"] += 1
+            self.counts["requests"] += len(sub)
+            for i, res in zip(idx, out):
+                results[i] = res
+        finally:
+            m.outstanding -= work
+            m.calls -= 1
+            if m.calls == 0:
+                m.idle.set()
+            self._exit()
+        if failed:
+            self.counts["retries"] += 1
+            await self._send_all(requests, idx, results, exclude | {m})
+
+    def _enter(self) -> None:
+        if self._inflight == 0:
+            self._busy_since = time.perf_counter()
+        self._inflight += 1
+
+    def _exit(self) -> None:
+        self._inflight -= 1
+        if self._inflight == 0 and self._busy_since is not None:
+            self.busy_s += time.perf_counter() - self._busy_since
+            self._busy_since = None
+
+    # ----- failure and health
+
+    def _on_failure(self, m: Member, err: Exception) -> None:
+        m.failures += 1
+        if m.healthy:
+            log.warning("%s replica %d failed (%s); retrying its requests elsewhere", self.role, m.id, type(err).__name__)
+            self.counts["restarts_seen"] += 1
+        m.healthy = False
+        if m.recovery is None or m.recovery.done():
+            m.recovery = asyncio.get_running_loop().create_task(self._recover(m))
+
+    async def _recover(self, m: Member) -> None:
+        """Wait for Ray to restart the actor; replace it if it is dead for good or too slow."""
+        deadline = time.monotonic() + self.cluster.restart_timeout_s
+        while time.monotonic() < deadline and not m.draining:
+            try:
+                await asyncio.wait_for(m.handle.health.remote(), timeout=self.health_timeout_s)
+                m.healthy = True
+                self._notify()
+                return
+            except ActorDiedError:
+                break  # no restart coming (killed for good, or restarts exhausted)
+            except (RayActorError, asyncio.TimeoutError):
+                await asyncio.sleep(0.2)
+        if m.draining:
+            return
+        try:
+            ray.kill(m.handle, no_restart=True)
+        except Exception:  # already gone
+            pass
+        log.warning("%s replica %d did not come back; starting a replacement", self.role, m.id)
+        m.handle = await self._spawn()
+        self.counts["replaced"] += 1
+        m.healthy = True
+        self._notify()
+
+    async def health(self) -> list[dict[str, Any]]:
+        async def ping(m: Member) -> dict[str, Any]:
+            try:
+                h = await asyncio.wait_for(m.handle.health.remote(), timeout=self.health_timeout_s)
+            except (RayActorError, asyncio.TimeoutError) as e:
+                self._on_failure(m, e)
+                h = {"ok": False, "error": type(e).__name__}
+            return {"id": m.id, "draining": m.draining, **h}
+
+        return list(await asyncio.gather(*(ping(m) for m in self.members)))
+
+    async def wait_healthy(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not all(m.healthy for m in self.members):
+            if time.monotonic() > deadline:
+                raise PoolUnavailable(f"{self.role} pool not healthy after {timeout:.0f}s")
+            await asyncio.sleep(0.1)
+
+    def busy_seconds(self) -> float:
+        extra = time.perf_counter() - self._busy_since if self._busy_since is not None else 0.0
+        return self.busy_s + extra
+
+    async def stats(self) -> dict[str, Any]:
+        """Pool-side routing counts and busy time, plus each replica's own books."""
+
+        async def one(m: Member) -> dict[str, Any]:
+            try:
+                s = await asyncio.wait_for(m.handle.stats.remote(), timeout=self.health_timeout_s)
+            except (RayActorError, asyncio.TimeoutError):
+                s = {}
+            return {"id": m.id, "healthy": m.healthy, "draining": m.draining, "outstanding": m.outstanding, **s}
+
+        replicas = list(await asyncio.gather(*(one(m) for m in self.members)))
+        wall = time.perf_counter() - self.started
+        return {
+            "role": self.role,
+            "replicas": self.size,
+            "wall_s": wall,
+            "busy_s": self.busy_seconds(),
+            "busy_fraction": self.busy_seconds() / wall if wall else 0.0,
+            "replica_busy_fraction": (
+                sum(r.get("busy_s", 0.0) for r in replicas) / (wall * max(1, len(replicas))) if wall else 0.0
+            ),
+            "tokens": sum(r.get("tokens", 0) for r in replicas),
+            **self.counts,
+            "per_replica": replicas,
+        }

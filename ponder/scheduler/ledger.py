@@ -1,0 +1,131 @@
+"""The global token ledger of an eval job: one total budget, a grant per query, spend as it
+happens, refunds when a search finishes under its grant.
+
+Cost is the unit of `Compute.cost`: policy tokens + PRM tokens x `prm_cost_ratio`. A query's
+grant is reserved from the free pool when the query opens, so grants never add up to more than
+the total; a search may overspend its grant by at most its last batch (the context checks the
+budget before each expansion), and that overspend is taken from the pool too, so later grants
+shrink and the job as a whole overspends by at most the batches in flight at the end.
+
+Redistribution: each query's fair share is what is free divided by the queries not yet opened,
+so what an easy query does not use (a small bin weight, an early stop) raises the share of every
+query after it, and a hard query's larger weight draws on it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class LedgerError(ValueError):
+    pass
+
+
+@dataclass(eq=False)
+class Account:
+    """One query's grant and spend. `attach(ctx)` wires a search context to it."""
+
+    qid: str
+    ledger: TokenLedger
+    granted: float
+    base: float  # the fair share when the query opened; bin weights scale it
+    spent: float = 0.0
+    closed: bool = False
+    ctx: Any = None
+    history: list[tuple[str, float]] = field(default_factory=list)
+
+    def attach(self, ctx: Any) -> None:
+        """Make `ctx` (an `EngineContext`) spend against this account: its limit is the grant and
+        every charge is reported here."""
+        self.ctx = ctx
+        ctx.limit = self.granted
+        ctx.on_spend = self.spend
+
+    def spend(self, cost: float) -> None:
+        self.spent += cost
+        self.ledger.spent += cost
+
+    def regrant_weighted(self, weight: float) -> float:
+        """Set the grant to `weight` x the fair share at opening (within what is free)."""
+        return self.ledger.regrant(self, self.base * weight)
+
+    @property
+    def left(self) -> float:
+        return self.granted - self.spent
+
+    @property
+    def committed(self) -> float:
+        # An open account holds its grant (or its spend, if it overspent).
+        return self.spent if self.closed else max(self.granted, self.spent)
+
+
+class TokenLedger:
+    def __init__(self, total: float, queries: int | None = None):
+        if not total > 0:
+            raise LedgerError(f"the job budget must be positive, got {total!r}")
+        self.total = float(total)
+        self.unopened = queries  # queries still to come (None: unknown, fair share = all free)
+        self.spent = 0.0
+        self.refunded = 0.0
+        self.accounts: dict[str, Account] = {}
+
+    @property
+    def committed(self) -> float:
+        return sum(a.committed for a in self.accounts.values())
+
+    @property
+    def free(self) -> float:
+        return max(0.0, self.total - self.committed)
+
+    def fair_share(self) -> float:
+        if math.isinf(self.total):
+            return math.inf
+        return self.free / max(1, self.unopened or 1)
+
+    def open(self, qid: str, weight: float = 1.0) -> Account:
+        if qid in self.accounts:
+            raise LedgerError(f"query {qid!r} already has an account")
+        base = self.fair_share()
+        grant = min(self.free, base * weight)
+        if self.unopened is not None:
+            self.unopened = max(0, self.unopened - 1)
+        acct = Account(qid, self, grant, base)
+        acct.history.append(("open", grant))
+        self.accounts[qid] = acct
+        return acct
+
+    def regrant(self, acct: Account, amount: float) -> float:
+        """Change an open account's grant to `amount`, taking more only from what is free and
+        never going below what it has spent. The attached context sees the new limit at once."""
+        if acct.closed:
+            raise LedgerError(f"query {acct.qid!r} is closed")
+        most = acct.granted + self.free
+        acct.granted = max(acct.spent, min(amount, most))
+        acct.history.append(("regrant", acct.granted))
+        if acct.ctx is not None:
+            acct.ctx.limit = acct.granted
+        return acct.granted
+
+    def close(self, acct: Account) -> float:
+        """The search finished: what it did not spend goes back to the pool (returned)."""
+        if acct.closed:
+            return 0.0
+        refund = acct.granted - acct.spent
+        acct.closed = True
+        if refund > 0:
+            self.refunded += refund
+        acct.history.append(("close", refund))
+        return refund
+
+    def report(self) -> dict[str, float]:
+        return {
+            "total": self.total,
+            "spent": self.spent,
+            "committed": self.committed,
+            "free": self.free,
+            "refunded": self.refunded,
+            "queries": len(self.accounts),
+            "open": sum(1 for a in self.accounts.values() if not a.closed),
+        }

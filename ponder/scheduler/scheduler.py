@@ -1,0 +1,190 @@
+"""The Scheduler actor: one async Ray actor hosting a `Runner` over two replica pools.
+
+Searches run as asyncio tasks inside the actor; their requests are batched per pool by the
+runner and routed to replicas by the pools. `RemoteRunner` is the thin client `make_runner`
+returns when `cluster.address` is set: it has the in-process runner's `solve` and `run`, so
+callers do not care where the searches run. Engines are seeded per request, so results match
+the in-process runner for the same seed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import ray
+
+from ponder.actors.pool import ReplicaPool
+from ponder.actors.replica import EngineBuilder
+from ponder.config import Budget, PonderConfig
+from ponder.search.types import Problem, SearchResult, problem_from_dict, problem_to_dict
+
+
+def _budget_arg(budget: str | Budget | None) -> str | None:
+    # Budgets cross the wire as their spec string.
+    if isinstance(budget, Budget):
+        return budget.label() if budget.label() != "unbounded" else None
+    return budget
+
+
+class Scheduler:
+    """The actor body (wrapped by `SchedulerActor`); usable in-process too, for tests."""
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        policy_builder: EngineBuilder | None = None,
+        reward_builder: EngineBuilder | None = None,
+    ):
+        self.config = PonderConfig.from_dict(config)
+        self._builders = (policy_builder, reward_builder)
+        self.policy_pool: ReplicaPool | None = None
+        self.reward_pool: ReplicaPool | None = None
+        self.runner: Any = None
+        self._ready: asyncio.Task | None = None
+        self._cpu0 = time.process_time()
+
+    async def _start(self) -> None:
+        from ponder.scheduler.runner import Runner
+
+        c = self.config
+        self.policy_pool = ReplicaPool("policy", c.policy, c.cluster, builder=self._builders[0])
+        self.reward_pool = ReplicaPool("reward", c.reward, c.cluster, builder=self._builders[1])
+        await asyncio.gather(self.policy_pool.start(), self.reward_pool.start())
+        self.runner = Runner(self.policy_pool, self.reward_pool, c)
+
+    async def ready(self) -> bool:
+        if self._ready is None:
+            self._ready = asyncio.get_running_loop().create_task(self._start())
+        await self._ready
+        return True
+
+    async def solve(
+        self, problem: dict[str, Any], strategy: str | None = None, budget: str | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        await self.ready()
+        result = await self.runner.solve(problem_from_dict(problem), strategy, budget, params)
+        return result.to_dict()
+
+    async def run_stream(
+        self, problems: list[dict[str, Any]], strategy: str | None = None, budget: str | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """Yields (problem id, result) as searches finish (a Ray streaming generator)."""
+        await self.ready()
+        async for p, result in self.runner.run([problem_from_dict(d) for d in problems], strategy, budget, params):
+            yield p.id, result.to_dict()
+
+    async def run_batch(
+        self, problems: list[dict[str, Any]], strategy: str | None = None, budget: str | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        out = {}
+        async for pid, res in self.run_stream(problems, strategy, budget, params):
+            out[pid] = res
+        return [out[d["id"]] for d in problems]
+
+    async def scale(self, policy: int | None = None, reward: int | None = None) -> dict[str, int]:
+        await self.ready()
+        jobs = []
+        if policy is not None:
+            jobs.append(self.policy_pool.scale(policy))
+        if reward is not None:
+            jobs.append(self.reward_pool.scale(reward))
+        await asyncio.gather(*jobs)
+        return {"policy": self.policy_pool.size, "reward": self.reward_pool.size}
+
+    async def health(self) -> dict[str, Any]:
+        await self.ready()
+        p, r = await asyncio.gather(self.policy_pool.health(), self.reward_pool.health())
+        return {"policy": p, "reward": r}
+
+    async def replicas(self, role: str) -> list[Any]:
+        """The replica actor handles of a pool (for operators and tests)."""
+        await self.ready()
+        pool = self.policy_pool if role == "policy" else self.reward_pool
+        return [m.handle for m in pool.members if not m.draining]
+
+    async def stats(self) -> dict[str, Any]:
+        """Busy fraction per pool, expansions, batch sizes, searches, ledger, scheduler CPU."""
+        await self.ready()
+        p, r = await asyncio.gather(self.policy_pool.stats(), self.reward_pool.stats())
+        return {
+            **self.runner.stats(),
+            "scheduler_cpu_s": time.process_time() - self._cpu0,
+            "policy_pool": p,
+            "reward_pool": r,
+        }
+
+    async def shutdown(self) -> None:
+        for pool in (self.policy_pool, self.reward_pool):
+            if pool is not None:
+                await pool.close()
+
+
+# Async actor: every method is a coroutine, so thousands of searches share its event loop.
+SchedulerActor = ray.remote(num_cpus=0, max_concurrency=10_000)(Scheduler)
+
+
+class RemoteRunner:
+    """The client side: the in-process `Runner`'s `solve`/`run` over a `SchedulerActor`."""
+
+    def __init__(self, actor: Any, config: PonderConfig):
+        self.actor = actor
+        self.config = config
+
+    @classmethod
+    def start(
+        cls,
+        config: PonderConfig,
+        policy_builder: EngineBuilder | None = None,
+        reward_builder: EngineBuilder | None = None,
+        name: str | None = None,
+    ) -> RemoteRunner:
+        from ponder.scheduler.cluster import ensure_ray
+
+        ensure_ray(config.cluster)
+        opts: dict[str, Any] = {}
+        if name:
+            opts = {"name": name, "get_if_exists": True}
+        actor = SchedulerActor.options(**opts).remote(config.to_dict(), policy_builder, reward_builder)
+        ray.get(actor.ready.remote())
+        return cls(actor, config)
+
+    async def solve(
+        self, problem: Problem, strategy: str | None = None, budget: str | Budget | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> SearchResult:
+        d = await self.actor.solve.remote(problem_to_dict(problem), strategy, _budget_arg(budget), params)
+        return SearchResult.from_dict(d)
+
+    async def run(
+        self, problems: Iterable[Problem], strategy: str | None = None, budget: str | Budget | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> AsyncIterator[tuple[Problem, SearchResult]]:
+        problems = list(problems)
+        by_id = {p.id: p for p in problems}
+        if len(by_id) != len(problems):
+            raise ValueError("problem ids must be unique within one run")
+        gen = self.actor.run_stream.remote([problem_to_dict(p) for p in problems], strategy, _budget_arg(budget), params)
+        async for ref in gen:
+            pid, d = await ref
+            yield by_id[pid], SearchResult.from_dict(d)
+
+    async def stats(self) -> dict[str, Any]:
+        return await self.actor.stats.remote()
+
+    async def scale(self, policy: int | None = None, reward: int | None = None) -> dict[str, int]:
+        return await self.actor.scale.remote(policy, reward)
+
+    async def health(self) -> dict[str, Any]:
+        return await self.actor.health.remote()
+
+    def shutdown(self) -> None:
+        try:
+            ray.get(self.actor.shutdown.remote())
+        finally:
+            ray.kill(self.actor)
