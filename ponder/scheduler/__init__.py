@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ponder.config import PonderConfig
+from ponder.scheduler import auto as _auto  # noqa: F401  (registers strategy "auto" with the registry)
 
 
 def make_runner(config: PonderConfig) -> Any:
@@ -25,7 +26,3 @@ def make_runner(config: PonderConfig) -> Any:
 
     return Runner(build_policy(config.policy), build_reward(config.reward), config)
 
-
-def register_auto() -> None:
-    """Registers strategy `auto` (also done by importing the runner)."""
-    from ponder.scheduler import auto  # noqa: F401

@@ -62,11 +62,14 @@ class Account:
 
 
 class TokenLedger:
-    def __init__(self, total: float, queries: int | None = None):
+    def __init__(self, total: float, queries: int | None = None, reserve: float = 0.5):
         if not total > 0:
             raise LedgerError(f"the job budget must be positive, got {total!r}")
         self.total = float(total)
         self.unopened = queries  # queries still to come (None: unknown, fair share = all free)
+        # A raised grant may take at most (1 - reserve) of what is free while queries are still
+        # to come, so one early hard query cannot starve the rest of the job.
+        self.reserve = reserve
         self.spent = 0.0
         self.refunded = 0.0
         self.accounts: dict[str, Account] = {}
@@ -101,7 +104,8 @@ class TokenLedger:
         never going below what it has spent. The attached context sees the new limit at once."""
         if acct.closed:
             raise LedgerError(f"query {acct.qid!r} is closed")
-        most = acct.granted + self.free
+        spare = self.free * (1 - self.reserve) if self.unopened else self.free
+        most = acct.granted + spare
         acct.granted = max(acct.spent, min(amount, most))
         acct.history.append(("regrant", acct.granted))
         if acct.ctx is not None:

@@ -1,0 +1,117 @@
+"""Difficulty probe, allocation table, probe reuse and strategy `auto` (in-process fakes)."""
+
+import math
+
+import pytest
+
+from ponder.config import Budget, ConfigError
+from ponder.scheduler.allocation import AllocationTable
+from ponder.scheduler.difficulty import difficulty_bin, probe
+from ponder.scheduler.replay import ReplayContext
+from ponder.search import registry
+from ponder.search.types import Node
+from tests.search.fakes import FakePolicy, FakePRM, make_ctx, problems
+
+
+def test_bins_use_absolute_thresholds():
+    assert [difficulty_bin(s) for s in (0.9, 0.5, 0.49, 0.1, 0.09, 0.0)] == [
+        "easy", "easy", "medium", "medium", "hard", "hard"]
+    assert difficulty_bin(0.3, {"easy": 0.25}) == "easy"
+
+
+async def test_probe_predicts_pass_rate():
+    p = problems(1, level=2)[0]
+    easy = await probe(make_ctx(p, FakePolicy(p_correct=1.0)), k=4)
+    hard = await probe(make_ctx(p, FakePolicy(p_correct=0.2)), k=4)
+    assert easy.bin == "easy" and easy.score == pytest.approx(0.9)
+    assert easy.consensus == 1.0
+    assert hard.score < easy.score
+    assert len(easy.samples) == 4 and all(s.rewards for s in easy.samples)
+
+
+async def test_replay_hands_back_probe_samples_before_sampling():
+    p = problems(1)[0]
+    policy = FakePolicy(p_correct=0.5)
+    ctx = make_ctx(p, policy)
+    pr = await probe(ctx, k=3)
+    calls, spent = len(policy.requests), ctx.spent.cost
+    replay = ReplayContext(ctx, pr.samples, ctx.temperature)
+    root = Node()
+    [first] = await replay.expand([root], 2, to_end=True)
+    assert first == pr.samples[:2] and len(policy.requests) == calls and ctx.spent.cost == spent
+    assert all(n.root() is root for n in first)  # re-hung under the search's root
+    [mixed] = await replay.expand([root], 3, to_end=True)
+    assert mixed[0] is pr.samples[2] and len(mixed) == 3
+    assert len(policy.requests) == calls + 1  # only the 2 missing samples were drawn
+    # Greedy (another temperature) never gets sampled solutions.
+    fresh = ReplayContext(ctx, pr.samples, ctx.temperature)
+    [g] = await fresh.expand([Node()], 1, temperature=0.0, to_end=True)
+    assert g[0] not in pr.samples
+
+
+def test_table_load_and_choose(tmp_path):
+    t = AllocationTable.load()
+    assert set(t.bins) == {"easy", "medium", "hard"}
+    for b in t.bins.values():
+        registry.get(b.default.strategy)  # every default strategy exists
+    f = tmp_path / "t.yaml"
+    f.write_text(
+        "bins:\n"
+        "  easy: {share: 0.5, strategy: best_of_n}\n"
+        "  medium: {strategy: best_of_n}\n"
+        "  hard:\n"
+        "    strategy: beam_search\n"
+        "    by_budget:\n"
+        "      - {budget: n=4, strategy: best_of_n}\n"
+        "      - {budget: n=64, strategy: dvts, params: {beam_width: 4}}\n"
+        "      - {budget: '2000', strategy: rebase}\n"
+    )
+    t = AllocationTable.load(f)
+    assert t.choose("hard", Budget(n=8))[0].strategy == "best_of_n"
+    assert t.choose("hard", Budget(n=32))[0].strategy == "dvts"
+    assert t.choose("hard", Budget(tokens=5000))[0].strategy == "rebase"
+    assert t.choose("hard", None)[0].strategy == "beam_search"
+    assert t.choose("easy")[1] == 0.5
+    t.save(tmp_path / "again.yaml")
+    assert AllocationTable.load(tmp_path / "again.yaml").to_dict() == t.to_dict()
+
+
+@pytest.mark.parametrize(
+    "text, msg",
+    [("bins: {}", "bin 'easy' is missing"),
+     ("bins: {easy: {strategy: a}, medium: {strategy: b}, hard: {share: 1}}", "'hard' needs a 'strategy'"),
+     ("bins: {easy: {strategy: a, share: -1}, medium: {strategy: b}, hard: {strategy: c}}", "share must be positive"),
+     ("[1, 2", "not valid YAML")],
+)
+def test_table_bad_input(tmp_path, text, msg):
+    f = tmp_path / "bad.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=msg):
+        AllocationTable.load(f)
+    with pytest.raises(ConfigError, match="not found"):
+        AllocationTable.load(tmp_path / "missing.yaml")
+
+
+async def test_auto_picks_by_bin_and_reuses_the_probe():
+    strat = registry.get("auto")
+    p = problems(1, level=2)[0]
+    # Easy: the probe's 4 samples agree, so self-consistency stops on its first window
+    # without sampling anything more.
+    policy = FakePolicy(p_correct=1.0)
+    ctx = make_ctx(p, policy)
+    res = await strat.fn(p, ctx, strat.make_config({"probe_samples": 4}, n=16))
+    assert res.meta["difficulty"] == "easy" and res.meta["auto_strategy"] == "self_consistency"
+    assert res.meta["probe_reused"] == 4 and len(policy.requests) == 1
+    assert res.stop_reason == "early_stop" and res.answer == p.answer and res.strategy == "auto"
+    # Hard: a weak policy and a PRM that sees it; beam search runs after the probe.
+    ctx = make_ctx(p, FakePolicy(p_correct=0.1), FakePRM(lo=0.02))
+    res = await strat.fn(p, ctx, strat.make_config({}, n=8))
+    assert res.meta["difficulty"] == "hard" and res.meta["auto_strategy"] == "beam_search"
+    assert res.compute.generations > 4
+
+
+def test_auto_rejects_bad_params():
+    with pytest.raises(ValueError, match="probe_samples"):
+        registry.get("auto").make_config({"probe_samples": 0})
+    with pytest.raises(ValueError, match="no parameter"):
+        registry.get("auto").make_config({"bogus": 1})
