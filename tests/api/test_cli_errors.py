@@ -21,6 +21,7 @@ def files(tmp_path):
     (tmp_path / "bad.yaml").write_text("search: [unclosed\n")
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     (tmp_path / "unknown.yaml").write_text("search:\n  nope: 1\n")
+    (tmp_path / "empty-model").mkdir()
     return tmp_path
 
 
@@ -39,6 +40,7 @@ CASES = {
     "malformed budget": (["--budget", "lots"], 2, "budget"),
     "budget incompatible with strategy": (["--strategy", "beam_search", "--budget", "n=6"], 2, "beam_search"),
     "missing model directory": (["--set", "policy.kind=hf", "--set", "policy.path={d}/no-model"], 1, "no-model"),
+    "model directory without a model": (["--set", "policy.kind=hf", "--set", "policy.path={d}/empty-model"], 1, None),
     "missing config file": (["--config", "{d}/none.yaml"], 2, "none.yaml"),
     "invalid yaml": (["--config", "{d}/bad.yaml"], 2, "bad.yaml"),
     "config not a mapping": (["--config", "{d}/list.yaml"], 2, "list.yaml"),
