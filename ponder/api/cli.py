@@ -307,9 +307,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     out_path = Path(args.out) if args.out else None
     if out_path is not None:
         check_writable(out_path, "results file")
-        if not args.dataset.startswith(("arith:", "hf:")) and Path(args.dataset).exists():
-            if out_path.exists() and out_path.resolve() == Path(args.dataset).resolve():
-                raise CliError("--out must not be the dataset file", USAGE)
+        if out_path.exists() and Path(args.dataset).exists() and out_path.samefile(args.dataset):
+            raise CliError("--out must not be the dataset file", USAGE)
     if args.plot:
         check_writable(Path(args.plot), "plot file")
     problems = load_problems(args.dataset, args.limit)
@@ -343,9 +342,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     try:
         asyncio.run(_run_jobs(runner, jobs, store, total, quiet=args.quiet))
     except KeyboardInterrupt:
-        where = f"; results so far are in {out_path}: run the same command to resume" if out_path else ""
-        print(f"ponder: interrupted{where}", file=sys.stderr)
+        print(f"ponder: interrupted{_resume_hint(out_path)}", file=sys.stderr)
         return INTERRUPTED
+    except Exception as e:  # the runner or the disk failed: what was written stays valid
+        print(f"ponder: error: run failed: {type(e).__name__}: {_one_line(e)}{_resume_hint(out_path)}", file=sys.stderr)
+        return FAILURE
     finally:
         store.close()
         close_runner(runner)
@@ -355,7 +356,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     rows = report.summarize(records)
     print(report.format_table(rows))
     if args.plot:
-        report.plot(rows, args.plot, title=f"{args.dataset}: accuracy versus compute")
+        report.plot(rows, args.plot, title=f"{Path(args.dataset).name}: accuracy versus compute")
         print(f"plot: {args.plot}", file=sys.stderr)
     failed = [r for r in records if r.get("stop_reason") == "error"]
     if failed:
@@ -366,6 +367,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         )
         return FAILURE
     return 0
+
+
+def _resume_hint(out_path: Path | None) -> str:
+    return f"; results so far are in {out_path}: run the same command to resume" if out_path else ""
 
 
 async def _run_jobs(runner: Any, jobs: list[Job], store: ResultStore, total: int, quiet: bool) -> None:

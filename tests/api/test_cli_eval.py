@@ -117,6 +117,50 @@ def test_interrupt_leaves_a_valid_file_that_resumes(tmp_path, engine, monkeypatc
     assert len({r["id"] for r in lines_of(out)}) == len(lines_of(out)) == N
 
 
+def test_a_failing_runner_is_one_line_and_keeps_the_results(tmp_path, engine, monkeypatch, capsys):
+    import ponder.scheduler
+
+    real = ponder.scheduler.make_runner
+
+    def make_runner(config):
+        runner = real(config)
+        run = runner.run
+
+        async def run_then_die(*a, **kw):
+            async for i, item in _enumerate(run(*a, **kw)):
+                if i == 2:
+                    raise ConnectionError("scheduler actor died")
+                yield item
+
+        runner.run = run_then_die
+        return runner
+
+    monkeypatch.setattr(ponder.scheduler, "make_runner", make_runner)
+    out = tmp_path / "r.jsonl"
+    assert cli.main(eval_args(out, engine, "--budget", "n=2")) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("ponder: error: run failed: ConnectionError: scheduler actor died; results so far")
+    assert len(lines_of(out)) == 2
+    monkeypatch.setattr(ponder.scheduler, "make_runner", real)
+    assert cli.main(eval_args(out, engine, "--budget", "n=2")) == 0
+    assert len(lines_of(out)) == N
+
+
+async def _enumerate(aiter):
+    i = 0
+    async for item in aiter:
+        yield i, item
+        i += 1
+
+
+def test_out_must_not_be_the_dataset(tmp_path, engine, capsys):
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"problem": "Compute 1 + 2.", "answer": "3"}\n')
+    assert cli.main(["eval", "--dataset", str(data), "--out", str(data), *engine]) == 2
+    assert capsys.readouterr().err.startswith("ponder: error: --out must not be the dataset file")
+    assert data.read_text() == '{"problem": "Compute 1 + 2.", "answer": "3"}\n'
+
+
 def test_several_strategies_and_budgets_write_a_plot_and_report_rebuilds_the_table(tmp_path, engine, capsys):
     out, png, png2 = tmp_path / "r.jsonl", tmp_path / "acc.png", tmp_path / "again.png"
     args = eval_args(out, engine, "--strategy", "best_of_n", "--strategy", "beam_search")
