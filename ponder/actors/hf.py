@@ -1,0 +1,294 @@
+"""HF transformers engines: a policy that writes reasoning steps and a Math-Shepherd style PRM.
+
+Any local HF-format causal LM directory loads (no remote code, no hub). The policy is a short
+engine loop in the spirit of nano-vllm: a left-padded batched prefill, then token-by-token
+decoding that reuses the KV cache, each row stopping on its own at the step delimiter, end of
+sequence or its token limit. Each sample draws from its own `torch.Generator` seeded from the
+request seed and sample index, so a result does not depend on what else was in the batch.
+
+The PRM follows Math-Shepherd (what vLLM serves as a step reward model): a plain causal LM, a
+step tag token after each step, and the reward of a step = softmax over the (good, bad) label
+tokens' logits at its tag, P(good). The tag and label tokens come from `prm_config.json` in
+the model directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ponder.actors.engine import EngineInfo, GeneratedStep, ScoreRequest, ScoreResult, StepRequest
+from ponder.config import ConfigError, EngineConfig
+from ponder.search.types import STEP_DELIMITER
+from ponder.tasks.grading import extract_answer
+
+
+def plain_prompt(problem: str, steps: list[str], delimiter: str = STEP_DELIMITER) -> str:
+    """The prompt for models without a chat template (the shipped arithmetic models are
+    trained on exactly this): the problem, then each step so far, each followed by the
+    delimiter, so the model continues with the next step."""
+    return "".join(part + delimiter for part in [problem, *steps])
+
+
+PRM_CONFIG_FILE = "prm_config.json"
+
+
+def prm_text(problem: str, steps: list[str], step_tag: str = "<step>", delimiter: str = STEP_DELIMITER) -> str:
+    """The PRM's input (Math-Shepherd style): the policy prompt with the step tag right after
+    each step; the reward of step i is read at the i-th tag."""
+    return plain_prompt(problem, [], delimiter) + delimiter.join(s + step_tag for s in steps)
+
+
+def render_prompt(tokenizer: Any, problem: str, steps: list[str], delimiter: str = STEP_DELIMITER) -> str:
+    """The policy prompt: with a chat template, the problem as a user message plus the
+    generation prompt, then the steps so far; otherwise `plain_prompt`."""
+    if getattr(tokenizer, "chat_template", None):
+        head = tokenizer.apply_chat_template(
+            [{"role": "user", "content": problem}], tokenize=False, add_generation_prompt=True
+        )
+        return head + "".join(s + delimiter for s in steps)
+    return plain_prompt(problem, steps, delimiter)
+
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def _load(cfg: EngineConfig, role: str) -> tuple[Any, Any, str]:
+    """(tokenizer, model, device) from a local model directory; bad input -> ConfigError."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not cfg.path:
+        raise ConfigError(f"hf {role} needs a model directory (path)")
+    path = Path(cfg.path)
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"hf {role} model directory {path} is missing or has no config.json")
+    if cfg.device not in ("auto", "cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
+        raise ConfigError(f"hf {role}: device must be auto, cpu or cuda, got {cfg.device!r}")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    if cfg.dtype == "auto":
+        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    elif cfg.dtype in _DTYPES:
+        dtype = _DTYPES[cfg.dtype]
+    else:
+        raise ConfigError(f"hf {role}: dtype must be auto, {', '.join(_DTYPES)}; got {cfg.dtype!r}")
+    if cfg.max_batch < 1:
+        raise ConfigError(f"hf {role}: max_batch must be positive, got {cfg.max_batch}")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, dtype=dtype)
+    except Exception as e:  # noqa: BLE001  (any load failure is a bad model dir for the user)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConfigError(f"hf {role}: cannot load model from {path}: {first}") from None
+    model.to(device).eval()
+    return tokenizer, model, device
+
+
+@dataclass
+class _Row:
+    """One sample being generated: its prompt, its sampler and the steps written so far."""
+
+    request: int
+    prompt: list[int]
+    temperature: float
+    top_p: float
+    max_step_tokens: int
+    max_steps: int  # 1 unless to_end
+    delimiter: str
+    generator: torch.Generator | None
+    steps: list[GeneratedStep] = field(default_factory=list)
+    step_ids: list[int] = field(default_factory=list)  # tokens of the step being written
+    carry: str = ""  # text after a delimiter inside one token, starts the next step
+    done: bool = False
+
+    def end_step(self, text: str, finished: bool, rest: str = "") -> None:
+        self.steps.append(GeneratedStep(text=self.carry + text, tokens=len(self.step_ids), finished=finished))
+        self.step_ids, self.carry = [], rest
+        self.done = finished or len(self.steps) >= self.max_steps
+
+
+class HFPolicy:
+    def __init__(self, tokenizer: Any, model: Any, device: str, max_batch: int = 64, name: str = ""):
+        self.tokenizer, self.model, self.device = tokenizer, model, device
+        self.max_batch = max_batch
+        self.name = name
+        self.eos_ids = _eos_ids(tokenizer, model)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_ids)
+        self._lock = threading.Lock()  # one batch on the model at a time
+
+    @classmethod
+    def from_config(cls, cfg: EngineConfig) -> HFPolicy:
+        tokenizer, model, device = _load(cfg, "policy")
+        return cls(tokenizer, model, device, cfg.max_batch, name=str(cfg.path))
+
+    def info(self) -> EngineInfo:
+        return EngineInfo(
+            kind="hf",
+            model=self.name,
+            device=self.device,
+            extra={"parameters": self.model.num_parameters(), "dtype": str(self.model.dtype), "max_batch": self.max_batch},
+        )
+
+    async def generate(self, requests: list[StepRequest]) -> list[list[list[GeneratedStep]]]:
+        rows = [row for i, req in enumerate(requests) for row in self._rows(i, req)]
+        for start in range(0, len(rows), self.max_batch):
+            await asyncio.to_thread(self._run_locked, rows[start : start + self.max_batch])
+        out: list[list[list[GeneratedStep]]] = [[] for _ in requests]
+        for row in rows:
+            out[row.request].append(row.steps)
+        return out
+
+    def _rows(self, index: int, req: StepRequest) -> list[_Row]:
+        if req.n < 1 or req.max_step_tokens < 1 or req.max_steps < 1:
+            raise ValueError(f"bad step request: n={req.n}, max_step_tokens={req.max_step_tokens}, max_steps={req.max_steps}")
+        text = render_prompt(self.tokenizer, req.problem, req.steps, req.delimiter)
+        prompt = self.tokenizer(text, add_special_tokens=not getattr(self.tokenizer, "chat_template", None)).input_ids
+        base = req.seed if req.seed is not None else random.randrange(2**62)
+        rows = []
+        for k in range(req.n):
+            gen = None
+            if req.temperature > 0:
+                gen = torch.Generator(device=self.device)
+                gen.manual_seed((base * 1_000_003 + k) % 2**63)
+            rows.append(
+                _Row(index, prompt, req.temperature, req.top_p, req.max_step_tokens, req.max_steps if req.to_end else 1, req.delimiter, gen)
+            )
+        return rows
+
+    def _run_locked(self, rows: list[_Row]) -> None:
+        with self._lock, torch.inference_mode():
+            self._run(rows)
+
+    def _run(self, rows: list[_Row]) -> None:
+        """Left-padded prefill, then one token per live row per step through the KV cache."""
+        width = max(len(r.prompt) for r in rows)
+        ids = torch.tensor([[self.pad_id] * (width - len(r.prompt)) + r.prompt for r in rows], device=self.device)
+        mask = torch.tensor([[0] * (width - len(r.prompt)) + [1] * len(r.prompt) for r in rows], device=self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = None
+        while True:
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
+            cache = out.past_key_values
+            logits = out.logits[:, -1, :].float()
+            next_ids = [self._sample(r, logits[i]) if not r.done else self.pad_id for i, r in enumerate(rows)]
+            for r, tok in zip(rows, next_ids):
+                if not r.done:
+                    self._advance(r, tok)
+            if all(r.done for r in rows):
+                return
+            ids = torch.tensor(next_ids, device=self.device)[:, None]
+            mask = torch.cat([mask, torch.ones_like(ids)], dim=1)
+            positions = positions[:, -1:] + 1
+
+    @staticmethod
+    def _sample(row: _Row, logits: torch.Tensor) -> int:
+        if row.temperature <= 0:
+            return int(logits.argmax())
+        probs = torch.softmax(logits / row.temperature, dim=-1)
+        if row.top_p < 1.0:
+            sorted_p, order = probs.sort(descending=True)
+            keep = sorted_p.cumsum(-1) - sorted_p < row.top_p  # smallest set with mass >= top_p
+            probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_p[keep])
+        return int(torch.multinomial(probs, 1, generator=row.generator))
+
+    def _advance(self, row: _Row, tok: int) -> None:
+        row.step_ids.append(tok)
+        if tok in self.eos_ids:
+            row.end_step(self._decode(row.step_ids[:-1]), finished=True)
+            return
+        text = self._decode(row.step_ids)
+        full = row.carry + text
+        if row.delimiter in full:
+            step, rest = full.split(row.delimiter, 1)
+            row.carry = ""
+            row.end_step(step, finished=_has_answer(step), rest=rest)
+        elif len(row.step_ids) >= row.max_step_tokens:
+            row.end_step(text, finished=_has_answer(full))
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
+def _has_answer(text: str) -> bool:
+    return extract_answer(text) is not None
+
+
+def _eos_ids(tokenizer: Any, model: Any) -> set[int]:
+    ids = set()
+    for source in (getattr(model, "generation_config", None), model.config):
+        eos = getattr(source, "eos_token_id", None)
+        if eos is not None:
+            ids.update(eos if isinstance(eos, list) else [eos])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
+
+class HFReward:
+    def __init__(self, tokenizer: Any, model: Any, device: str, prm: dict, max_batch: int = 64, name: str = ""):
+        self.tokenizer, self.model, self.device = tokenizer, model, device
+        self.max_batch = max_batch
+        self.name = name
+        self.step_tag = prm["step_tag"]
+        self.tag_id = int(prm["step_tag_id"])
+        self.label_ids = [int(prm["good_token_id"]), int(prm["bad_token_id"])]
+        self.delimiter = prm.get("step_separator", STEP_DELIMITER)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, cfg: EngineConfig) -> HFReward:
+        tokenizer, model, device = _load(cfg, "reward")
+        prm_file = Path(cfg.path) / PRM_CONFIG_FILE  # type: ignore[arg-type]
+        try:
+            prm = json.loads(prm_file.read_text())
+            missing = [k for k in ("step_tag", "step_tag_id", "good_token_id", "bad_token_id") if k not in prm]
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"hf reward: cannot read {prm_file} (step tag and label tokens): {e}") from None
+        if missing:
+            raise ConfigError(f"hf reward: {prm_file} lacks {', '.join(missing)}")
+        if tokenizer.convert_tokens_to_ids(prm["step_tag"]) != prm["step_tag_id"]:
+            raise ConfigError(f"hf reward: step tag {prm['step_tag']!r} is not token {prm['step_tag_id']} in the tokenizer")
+        return cls(tokenizer, model, device, prm, cfg.max_batch, name=str(cfg.path))
+
+    def info(self) -> EngineInfo:
+        return EngineInfo(
+            kind="hf",
+            model=self.name,
+            device=self.device,
+            extra={"parameters": self.model.num_parameters(), "style": "math-shepherd", "max_batch": self.max_batch},
+        )
+
+    async def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
+        out: list[ScoreResult] = []
+        for start in range(0, len(requests), self.max_batch):
+            out += await asyncio.to_thread(self._score_locked, requests[start : start + self.max_batch])
+        return out
+
+    def _score_locked(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
+        with self._lock, torch.inference_mode():
+            return self._score(requests)
+
+    def _score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
+        seqs = [
+            self.tokenizer(prm_text(r.problem, r.steps, self.step_tag, self.delimiter), add_special_tokens=False).input_ids
+            for r in requests
+        ]
+        width = max(len(s) for s in seqs)
+        ids = torch.tensor([s + [self.pad_id] * (width - len(s)) for s in seqs], device=self.device)
+        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=self.device)
+        logits = self.model(input_ids=ids, attention_mask=mask).logits
+        good = logits[..., self.label_ids].float().softmax(-1)[..., 0]
+        results = []
+        for i, (r, s) in enumerate(zip(requests, seqs)):
+            rewards = good[i][(ids[i] == self.tag_id) & (mask[i] == 1)].tolist()
+            if len(rewards) != len(r.steps):  # a step that itself holds the tag text
+                raise ValueError(f"PRM input has {len(rewards)} step tags for {len(r.steps)} steps")
+            results.append(ScoreResult(rewards=rewards, tokens=len(s)))
+        return results

@@ -1,0 +1,349 @@
+"""Train the shipped arithmetic policy and PRM: `python -m ponder.tasks.arith.train --out models`.
+
+1. policy: a small `LlamaForCausalLM` over a character tokenizer, trained on reference
+   solutions (loss on the solution only), prompted exactly as `HFPolicy` prompts it;
+2. PRM (Math-Shepherd recipe, exact labels instead of rollouts): initialised from the policy,
+   trained on the policy's own samples for fresh problems, with a step tag after every step
+   and the label token ("+" good / "-" bad) predicted at the tag (`prefix_labels`);
+3. evaluation on a held-out seeded set (greedy accuracy per level, pass@k, PRM step AUROC),
+   written into each model card.
+
+Seeded and CPU-friendly; uses CUDA when present. Stages: `--stage policy|prm|eval|all`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from ponder.actors.hf import PRM_CONFIG_FILE, HFPolicy, HFReward, plain_prompt, prm_text
+from ponder.actors.engine import ScoreRequest, StepRequest
+from ponder.config import EngineConfig
+from ponder.tasks.arith import tokenizer as chartok
+from ponder.tasks.arith.problems import LEVELS, STEP_DELIMITER, generate, make_chain, parse, prefix_labels
+
+# Training levels are drawn with these weights: the hard levels are long and most of the work.
+LEVEL_WEIGHTS = {1: 1.0, 2: 1.0, 3: 1.5, 4: 2.0, 5: 2.0}
+EVAL_SEED = 12345  # the held-out set; training problems come from other seeds
+
+
+@dataclass
+class ModelSize:
+    hidden: int = 192
+    layers: int = 4
+    heads: int = 6
+    ffn: int = 512
+
+
+@dataclass
+class TrainArgs:
+    out: str = "models"
+    seed: int = 0
+    size: ModelSize = None  # type: ignore[assignment]
+    policy_steps: int = 1500
+    policy_batch: int = 32
+    policy_lr: float = 3e-3
+    prm_problems: int = 600  # fresh problems sampled by the policy for PRM data
+    prm_samples: int = 4  # policy samples per PRM problem
+    prm_temperature: float = 1.0
+    prm_steps: int = 400
+    prm_batch: int = 32
+    prm_lr: float = 1e-3
+    eval_per_level: int = 40
+    threads: int = 2
+
+
+def _device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _lr(step: int, total: int, peak: float, warmup: int = 50) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def _pad_right(seqs: list[list[int]], pad: int) -> torch.Tensor:
+    width = max(len(s) for s in seqs)
+    return torch.tensor([s + [pad] * (width - len(s)) for s in seqs])
+
+
+# ---------------------------------------------------------------- policy
+
+
+def policy_example(tok, rng: random.Random, level: int) -> tuple[list[int], list[int]]:
+    """(input ids, labels) for one reference solution; the prompt is masked out of the loss."""
+    chain = make_chain(rng, LEVELS[level])
+    prompt = tok(plain_prompt(chain.text(), []), add_special_tokens=False).input_ids
+    answer = tok(chain.solution(), add_special_tokens=False).input_ids + [tok.eos_token_id]
+    return prompt + answer, [-100] * len(prompt) + answer
+
+
+def train_policy(args: TrainArgs, out_dir: Path) -> None:
+    torch.manual_seed(args.seed)
+    rng = random.Random(args.seed)
+    device = _device()
+    tok = chartok.save_tokenizer(out_dir)
+    s = args.size
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=s.hidden,
+        intermediate_size=s.ffn,
+        num_hidden_layers=s.layers,
+        num_attention_heads=s.heads,
+        num_key_value_heads=s.heads,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=tok.eos_token_id,
+    )
+    model = LlamaForCausalLM(config).to(device)
+    print(f"policy: {model.num_parameters():,} parameters on {device}", flush=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.policy_lr, weight_decay=0.01, betas=(0.9, 0.98))
+    levels, weights = list(LEVEL_WEIGHTS), list(LEVEL_WEIGHTS.values())
+    t0, avg = time.time(), None
+    model.train()
+    for step in range(args.policy_steps):
+        # one level per batch: similar lengths, little padding
+        level = rng.choices(levels, weights)[0]
+        pairs = [policy_example(tok, rng, level) for _ in range(args.policy_batch)]
+        ids = _pad_right([p[0] for p in pairs], tok.pad_token_id).to(device)
+        labels = _pad_right([p[1] for p in pairs], -100).to(device)
+        mask = (labels != -100) | (ids != tok.pad_token_id)
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, args.policy_steps, args.policy_lr)
+        loss = model(input_ids=ids, attention_mask=mask.long(), labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        avg = loss.item() if avg is None else 0.95 * avg + 0.05 * loss.item()
+        if step % 50 == 0 or step == args.policy_steps - 1:
+            print(f"policy step {step} loss {avg:.4f} ({time.time() - t0:.0f}s)", flush=True)
+    model.eval()
+    model.save_pretrained(str(out_dir))
+    _write_json(out_dir / "training.json", {"policy": {**asdict(args), "seconds": round(time.time() - t0)}})
+
+
+# ---------------------------------------------------------------- PRM
+
+
+async def _sample_trajectories(policy: HFPolicy, problems, n: int, temperature: float, seed: int):
+    reqs = [
+        StepRequest(p.problem, [], n=n, temperature=temperature, to_end=True, max_steps=8, max_step_tokens=48, seed=seed + i)
+        for i, p in enumerate(problems)
+    ]
+    outs = await policy.generate(reqs)
+    data = []
+    for p, samples in zip(problems, outs):
+        for sample in samples:
+            steps = [st.text for st in sample]
+            if steps:
+                data.append((p.problem, steps, prefix_labels(p.problem, steps)))
+    return data
+
+
+def prm_example(tok, tag_id: int, problem: str, steps: list[str]) -> list[int]:
+    return tok(prm_text(problem, steps), add_special_tokens=False).input_ids
+
+
+def train_prm(args: TrainArgs, policy_dir: Path, out_dir: Path) -> None:
+    torch.manual_seed(args.seed + 1)
+    rng = random.Random(args.seed + 1)
+    device = _device()
+    policy = HFPolicy.from_config(EngineConfig(kind="hf", path=str(policy_dir), max_batch=128))
+    # fresh problems (not the policy's training stream, not the eval set)
+    problems = generate(args.prm_problems, seed=args.seed + 1000, levels=(1, 2, 3, 4, 5, 3, 4, 5))
+    t0 = time.time()
+    data = asyncio.run(_sample_trajectories(policy, problems, args.prm_samples, args.prm_temperature, args.seed))
+    n_steps = sum(len(d[2]) for d in data)
+    n_good = sum(sum(d[2]) for d in data)
+    print(f"PRM data: {len(data)} trajectories, {n_steps} steps, {n_good / n_steps:.2%} good ({time.time() - t0:.0f}s)", flush=True)
+
+    tok = AutoTokenizer.from_pretrained(str(policy_dir))
+    tok.save_pretrained(str(out_dir))
+    model = LlamaForCausalLM.from_pretrained(str(policy_dir)).to(device)
+    tag_id = tok.convert_tokens_to_ids(chartok.STEP_TAG)
+    good_id, bad_id = tok.convert_tokens_to_ids([chartok.GOOD, chartok.BAD])
+    # balance classes: each class carries half of the loss
+    pos_w = 0.5 / max(1e-6, n_good / n_steps)
+    neg_w = 0.5 / max(1e-6, 1 - n_good / n_steps)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.prm_lr, weight_decay=0.01, betas=(0.9, 0.98))
+    model.train()
+    t0, avg = time.time(), None
+    data.sort(key=lambda d: len(prm_text(d[0], d[1])))  # batches of similar length
+    n_batches = max(1, len(data) // args.prm_batch)
+    for step in range(args.prm_steps):
+        b = rng.randrange(n_batches)
+        batch = data[b * args.prm_batch : (b + 1) * args.prm_batch]
+        ids = _pad_right([prm_example(tok, tag_id, p, s) for p, s, _ in batch], tok.pad_token_id).to(device)
+        labels = torch.tensor([lab for _, _, labs in batch for lab in labs], dtype=torch.float, device=device)
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, args.prm_steps, args.prm_lr, warmup=20)
+        logits = model(input_ids=ids, attention_mask=(ids != tok.pad_token_id).long()).logits
+        pair = logits[ids == tag_id][:, [good_id, bad_id]]  # tags in row order = labels' order
+        logp_good = pair.log_softmax(-1)
+        w = labels * pos_w + (1 - labels) * neg_w
+        loss = -(w * (labels * logp_good[:, 0] + (1 - labels) * logp_good[:, 1])).sum() / w.sum()
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        avg = loss.item() if avg is None else 0.95 * avg + 0.05 * loss.item()
+        if step % 25 == 0 or step == args.prm_steps - 1:
+            print(f"prm step {step} loss {avg:.4f} ({time.time() - t0:.0f}s)", flush=True)
+    model.eval()
+    model.save_pretrained(str(out_dir))
+    _write_json(
+        out_dir / PRM_CONFIG_FILE,
+        {
+            "style": "math-shepherd",
+            "step_tag": chartok.STEP_TAG,
+            "step_tag_id": tag_id,
+            "good_token": chartok.GOOD,
+            "bad_token": chartok.BAD,
+            "good_token_id": good_id,
+            "bad_token_id": bad_id,
+            "step_separator": STEP_DELIMITER,
+        },
+    )
+    _write_json(
+        out_dir / "training.json",
+        {"prm": {**asdict(args), "trajectories": len(data), "steps": n_steps, "good_fraction": n_good / n_steps, "seconds": round(time.time() - t0)}},
+    )
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def auroc(scores: list[float], labels: list[bool]) -> float:
+    """P(a random good step scores above a random bad one), ties counting half."""
+    pos = [s for s, lab in zip(scores, labels) if lab]
+    neg = [s for s, lab in zip(scores, labels) if not lab]
+    if not pos or not neg:
+        return float("nan")
+    ranked = sorted((s, i) for i, s in enumerate(pos + neg))
+    ranks = [0.0] * len(ranked)
+    i = 0
+    while i < len(ranked):
+        j = i
+        while j + 1 < len(ranked) and ranked[j + 1][0] == ranked[i][0]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[ranked[k][1]] = (i + j) / 2 + 1
+        i = j + 1
+    rank_sum = sum(ranks[: len(pos)])
+    return (rank_sum - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg))
+
+
+async def _evaluate(policy_dir: Path, prm_dir: Path | None, per_level: int, k: int) -> dict:
+    policy = HFPolicy.from_config(EngineConfig(kind="hf", path=str(policy_dir), max_batch=128))
+    problems = generate(per_level * 5, seed=EVAL_SEED)
+    greedy = await policy.generate([StepRequest(p.problem, [], n=1, temperature=0.0, to_end=True, max_steps=8, max_step_tokens=48) for p in problems])
+    sampled = await policy.generate(
+        [StepRequest(p.problem, [], n=k, temperature=0.8, to_end=True, max_steps=8, max_step_tokens=48, seed=i) for i, p in enumerate(problems)]
+    )
+    per_level_stats: dict[str, dict] = {}
+    step_ok: dict[str, list[bool]] = {}
+    scores, labels = [], []
+    reward = HFReward.from_config(EngineConfig(kind="hf", path=str(prm_dir), max_batch=128)) if prm_dir else None
+    for p, g, samples in zip(problems, greedy, sampled):
+        st = per_level_stats.setdefault(p.level, {"greedy": 0, f"pass@{k}": 0, "sample@1": 0.0, "n": 0})
+        st["n"] += 1
+        st["greedy"] += _correct(p, g[0])
+        oks = [_correct(p, s) for s in samples]
+        st[f"pass@{k}"] += any(oks)
+        st["sample@1"] += sum(oks) / len(oks)
+        for s in samples:
+            step_ok.setdefault(p.level, []).extend(prefix_labels(p.problem, [x.text for x in s]))
+    if reward is not None:
+        trajs = [(p.problem, [x.text for x in s]) for p, samples in zip(problems, sampled) for s in samples if s]
+        results = await reward.score([ScoreRequest(prob, steps) for prob, steps in trajs])
+        for (prob, steps), r in zip(trajs, results):
+            scores.extend(r.rewards)
+            labels.extend(prefix_labels(prob, steps))
+    out = {
+        "eval_seed": EVAL_SEED,
+        "per_level": per_level,
+        "levels": {
+            lv: {
+                "greedy_accuracy": st["greedy"] / st["n"],
+                f"pass@{k}": st[f"pass@{k}"] / st["n"],
+                "sample_accuracy_T0.8": st["sample@1"] / st["n"],
+                "step_prefix_accuracy_T0.8": sum(step_ok[lv]) / max(1, len(step_ok[lv])),
+            }
+            for lv, st in sorted(per_level_stats.items())
+        },
+    }
+    if reward is not None:
+        out["prm_step_auroc"] = auroc(scores, labels)
+        out["prm_steps_scored"] = len(scores)
+        out["prm_good_fraction"] = sum(labels) / max(1, len(labels))
+    return out
+
+
+def _correct(problem, steps) -> bool:
+    texts = [s.text for s in steps]
+    return len(texts) == len(parse(problem.problem).ops) and all(prefix_labels(problem.problem, texts))
+
+
+def evaluate(args: TrainArgs, policy_dir: Path, prm_dir: Path | None, k: int = 16) -> dict:
+    t0 = time.time()
+    out = asyncio.run(_evaluate(policy_dir, prm_dir, args.eval_per_level, k))
+    out["seconds"] = round(time.time() - t0)
+    print(json.dumps(out, indent=1), flush=True)
+    return out
+
+
+def _write_json(path: Path, data: dict) -> None:
+    old = json.loads(path.read_text()) if path.exists() else {}
+    old.update(data)
+    path.write_text(json.dumps(old, indent=1, default=str) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="models")
+    ap.add_argument("--stage", choices=["policy", "prm", "eval", "all"], default="all")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--hidden", type=int, default=ModelSize.hidden)
+    ap.add_argument("--layers", type=int, default=ModelSize.layers)
+    ap.add_argument("--heads", type=int, default=ModelSize.heads)
+    ap.add_argument("--ffn", type=int, default=ModelSize.ffn)
+    for name in ("policy_steps", "policy_batch", "prm_problems", "prm_samples", "prm_steps", "prm_batch", "eval_per_level", "threads"):
+        ap.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(TrainArgs, name))
+    for name in ("policy_lr", "prm_lr", "prm_temperature"):
+        ap.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(TrainArgs, name))
+    ns = ap.parse_args(argv)
+    size = ModelSize(ns.hidden, ns.layers, ns.heads, ns.ffn)
+    args = TrainArgs(**{k: v for k, v in vars(ns).items() if k in TrainArgs.__dataclass_fields__ and k != "size"}, size=size)
+    torch.set_num_threads(args.threads)
+    stage = ns.stage
+    out = Path(args.out)
+    policy_dir, prm_dir = out / "arith-policy", out / "arith-prm"
+    policy_dir.mkdir(parents=True, exist_ok=True)
+    prm_dir.mkdir(parents=True, exist_ok=True)
+    if stage in ("policy", "all"):
+        train_policy(args, policy_dir)
+    if stage in ("prm", "all"):
+        train_prm(args, policy_dir, prm_dir)
+    if stage in ("eval", "all"):
+        res = evaluate(args, policy_dir, prm_dir if (prm_dir / "config.json").exists() else None)
+        _write_json(policy_dir / "eval.json", res)
+        if "prm_step_auroc" in res:
+            _write_json(prm_dir / "eval.json", res)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""The HF engines on a tiny Llama fitted to one solution (see hf_fixtures)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ponder.actors.engine import PolicyEngine, RewardEngine, ScoreRequest, StepRequest
+from ponder.actors.hf import HFPolicy, HFReward, plain_prompt, render_prompt
+from ponder.config import ConfigError, EngineConfig
+from tests.actors.hf_fixtures import PROBLEM, SOLUTION, build_tiny_model
+
+STEPS = SOLUTION.split("\n\n")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return build_tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def policy(model_dir):
+    return HFPolicy.from_config(EngineConfig(kind="hf", path=str(model_dir), device="cpu", max_batch=4))
+
+
+@pytest.fixture(scope="module")
+def reward(model_dir):
+    return HFReward.from_config(EngineConfig(kind="hf", path=str(model_dir), device="cpu"))
+
+
+def texts(samples):
+    return [[s.text for s in steps] for steps in samples]
+
+
+async def test_protocols_and_info(policy, reward):
+    assert isinstance(policy, PolicyEngine) and isinstance(reward, RewardEngine)
+    assert policy.info().kind == "hf" and policy.info().extra["parameters"] > 0
+    assert reward.info().extra["style"] == "math-shepherd"
+
+
+def test_plain_prompt_without_chat_template(policy):
+    assert render_prompt(policy.tokenizer, "Q", ["a", "b"]) == plain_prompt("Q", ["a", "b"]) == "Q\n\na\n\nb\n\n"
+
+
+async def test_greedy_stops_at_delimiter(policy):
+    [[first]], [[last]] = await policy.generate(
+        [StepRequest(PROBLEM, [], temperature=0.0), StepRequest(PROBLEM, STEPS[:1], temperature=0.0)]
+    )
+    assert first.text == STEPS[0] and not first.finished
+    assert first.tokens == len(STEPS[0]) + 2  # characters plus the two-newline delimiter
+    assert last.text == STEPS[1] and last.finished
+    assert last.tokens == len(STEPS[1]) + 1  # characters plus end of sequence
+
+
+async def test_n_samples_and_shapes(policy):
+    out = await policy.generate([StepRequest(PROBLEM, [], n=3, temperature=2.0, seed=1), StepRequest(PROBLEM, [], n=2, seed=2)])
+    assert [len(r) for r in out] == [3, 2]
+    for samples in out:
+        for steps in samples:
+            assert len(steps) == 1 and "\n\n" not in steps[0].text and steps[0].tokens > 0
+
+
+async def test_seeded_sampling_is_deterministic_and_diverse(policy):
+    req = StepRequest(PROBLEM, [], n=6, temperature=3.0, seed=7, max_step_tokens=12)
+    a, b = await policy.generate([req]), await policy.generate([req])
+    assert texts(a[0]) == texts(b[0])
+    assert len({t[0] for t in texts(a[0])}) > 1  # hot sampling: the samples differ
+    other = await policy.generate([StepRequest(PROBLEM, [], n=6, temperature=3.0, seed=8, max_step_tokens=12)])
+    assert texts(other[0]) != texts(a[0])
+
+
+@pytest.mark.parametrize("temperature", [0.0, 3.0])
+async def test_batch_composition_independence(policy, temperature):
+    req = StepRequest(PROBLEM, STEPS[:1], n=2, temperature=temperature, seed=3, max_step_tokens=20)
+    alone = await policy.generate([req])
+    # in a larger batch (chunked at max_batch=4), behind prompts of other lengths
+    others = [StepRequest("Compute 1 + 2.", [], n=3, temperature=1.5, seed=9), StepRequest(PROBLEM, [], n=2, seed=4)]
+    mixed = await policy.generate([others[0], req, others[1]])
+    assert texts(mixed[1]) == texts(alone[0])
+    assert [s.tokens for steps in mixed[1] for s in steps] == [s.tokens for steps in alone[0] for s in steps]
+
+
+async def test_max_step_tokens(policy):
+    [[[step]]] = await policy.generate([StepRequest(PROBLEM, [], temperature=0.0, max_step_tokens=5)])
+    assert step.tokens == 5 and step.text == STEPS[0][:5] and not step.finished
+
+
+async def test_to_end_splits_steps(policy):
+    [[steps]] = await policy.generate([StepRequest(PROBLEM, [], temperature=0.0, to_end=True)])
+    assert [s.text for s in steps] == STEPS
+    assert [s.finished for s in steps] == [False, True]
+    [[capped]] = await policy.generate([StepRequest(PROBLEM, [], temperature=0.0, to_end=True, max_steps=1)])
+    assert [s.text for s in capped] == STEPS[:1]
+
+
+def test_bad_model_dir(tmp_path):
+    with pytest.raises(ConfigError, match="missing or has no config.json"):
+        HFPolicy.from_config(EngineConfig(kind="hf", path=str(tmp_path / "nope")))
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="cannot load model"):
+        HFPolicy.from_config(EngineConfig(kind="hf", path=str(tmp_path)))
+    with pytest.raises(ConfigError, match="needs a model directory"):
+        HFReward.from_config(EngineConfig(kind="hf", path=None))
+
+
+def test_reward_needs_prm_config(model_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "prm"
+    shutil.copytree(model_dir, copy)
+    (copy / "prm_config.json").unlink()
+    with pytest.raises(ConfigError, match="prm_config.json"):
+        HFReward.from_config(EngineConfig(kind="hf", path=str(copy)))
+    (copy / "prm_config.json").write_text(json.dumps({"step_tag": "+", "step_tag_id": 4, "good_token_id": 1, "bad_token_id": 2}))
+    with pytest.raises(ConfigError, match="is not token"):
+        HFReward.from_config(EngineConfig(kind="hf", path=str(copy)))
+
+
+async def test_reward_one_per_step(reward):
+    reqs = [ScoreRequest(PROBLEM, STEPS), ScoreRequest(PROBLEM, STEPS[:1]), ScoreRequest(PROBLEM, ["1 + 1 = 3"] * 3), ScoreRequest(PROBLEM, [])]
+    out = await reward.score(reqs)
+    assert [len(r.rewards) for r in out] == [2, 1, 3, 0]
+    assert all(0.0 <= x <= 1.0 for r in out for x in r.rewards)
+    assert out[0].tokens > out[1].tokens > out[3].tokens > 0
+    # causal: a step's reward depends only on the prefix, so padding and later steps do not move it
+    assert out[0].rewards[0] == pytest.approx(out[1].rewards[0], abs=1e-5)
+    [alone] = await reward.score([ScoreRequest(PROBLEM, ["1 + 1 = 3"] * 3)])
+    assert alone.rewards == pytest.approx(out[2].rewards, abs=1e-5)
