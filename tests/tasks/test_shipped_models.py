@@ -1,0 +1,72 @@
+"""The shipped arithmetic policy and PRM, loaded the way users load them (`from_config`)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from ponder.actors.engine import ScoreRequest, StepRequest
+from ponder.actors.hf import PRM_CONFIG_FILE, HFPolicy, HFReward
+from ponder.config import MODELS_DIR, EngineConfig
+from ponder.tasks.arith.problems import format_step, generate, parse, parse_step, prefix_labels
+
+POLICY_DIR, PRM_DIR = MODELS_DIR / "arith-policy", MODELS_DIR / "arith-prm"
+pytestmark = pytest.mark.skipif(
+    not ((POLICY_DIR / "config.json").is_file() and (PRM_DIR / PRM_CONFIG_FILE).is_file()),
+    reason="shipped models not trained yet (python -m ponder.tasks.arith.train --out models)",
+)
+
+
+@pytest.fixture(scope="module")
+def policy():
+    return HFPolicy.from_config(EngineConfig(kind="hf", path=str(POLICY_DIR), device="cpu"))
+
+
+@pytest.fixture(scope="module")
+def reward():
+    return HFReward.from_config(EngineConfig(kind="hf", path=str(PRM_DIR), device="cpu"))
+
+
+def test_small_and_standard(policy, reward):
+    assert policy.model.config.model_type == "llama" and reward.model.config.model_type == "llama"
+    size = sum(f.stat().st_size for d in (POLICY_DIR, PRM_DIR) for f in d.iterdir())
+    assert size <= 20 * 2**20
+    for d in (POLICY_DIR, PRM_DIR):
+        assert (d / "README.md").is_file() and (d / "model.safetensors").is_file()
+
+
+async def test_greedy_solves_an_easy_problem(policy):
+    problem = "Compute (37 + 48) - 19."
+    [[steps]] = await policy.generate([StepRequest(problem, [], temperature=0.0, to_end=True, max_steps=8)])
+    texts = [s.text for s in steps]
+    assert texts == ["37 + 48 = 85", "85 - 19 = 66\nThe answer is \\boxed{66}."]
+    assert steps[-1].finished and not steps[0].finished
+
+
+def _corrupt(step: str, rng: random.Random) -> str:
+    """The same step with a wrong result (one digit changed)."""
+    (a, op, b, c), answer = parse_step(step)
+    digits = list(str(c))
+    i = rng.randrange(len(digits))
+    digits[i] = rng.choice([d for d in "0123456789" if d != digits[i] and (i or d != "0" or len(digits) == 1)])
+    bad = int("".join(digits))
+    out = format_step(a, op, b, bad)
+    return out + (f"\nThe answer is \\boxed{{{bad}}}." if answer is not None else "")
+
+
+async def test_prm_ranks_correct_steps_above_corrupted(reward):
+    rng = random.Random(0)
+    problems = generate(10, seed=77, levels=(2, 3))
+    pairs = []
+    for p in problems:
+        steps = parse(p.problem).solution_steps()
+        k = rng.randrange(len(steps))
+        bad = steps[:k] + [_corrupt(steps[k], rng)]
+        assert prefix_labels(p.problem, bad)[-1] is False and all(prefix_labels(p.problem, steps[: k + 1]))
+        pairs.append((ScoreRequest(p.problem, steps[: k + 1]), ScoreRequest(p.problem, bad)))
+    out = await reward.score([r for pair in pairs for r in pair])
+    good, bad = [r.rewards[-1] for r in out[0::2]], [r.rewards[-1] for r in out[1::2]]
+    wins = sum(g > b for g, b in zip(good, bad))
+    assert wins >= 9, list(zip(good, bad))
+    assert sum(good) / len(good) > 0.5 > sum(bad) / len(bad)
