@@ -267,8 +267,6 @@ class VLLMReward:
         return list(await asyncio.gather(*(self._score(r) for r in requests)))
 
     async def _score(self, req: ScoreRequest) -> ScoreResult:
-        if not req.steps:
-            return ScoreResult(rewards=[], tokens=0)
         ids = self.convention.input_ids(self.tokenizer, req.problem, req.steps)
         final = None
         async for final in self.engine.encode(TokensPrompt(prompt_token_ids=ids), PoolingParams(task="token_classify"),
