@@ -42,8 +42,9 @@ PRM_CONFIG_FILE = "prm_config.json"
 
 def prm_text(problem: str, steps: list[str], step_tag: str = "<step>", delimiter: str = STEP_DELIMITER) -> str:
     """The PRM's input (Math-Shepherd style): the policy prompt with the step tag right after
-    each step; the reward of step i is read at the i-th tag."""
-    return plain_prompt(problem, [], delimiter) + delimiter.join(s + step_tag for s in steps)
+    each step; the reward of step i is read at the i-th tag. A tag inside a step's own text
+    (a policy can sample one) is dropped, so tags and steps stay one to one."""
+    return plain_prompt(problem, [], delimiter) + delimiter.join(s.replace(step_tag, "") + step_tag for s in steps)
 
 
 def render_prompt(tokenizer: Any, problem: str, steps: list[str], delimiter: str = STEP_DELIMITER) -> str:

@@ -312,6 +312,110 @@ def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(old, indent=1, default=str) + "\n")
 
 
+REPRODUCE = "python -m ponder.tasks.arith.train --out models"
+
+
+def _table(ev: dict) -> str:
+    k = next((key for key in next(iter(ev["levels"].values())) if key.startswith("pass@")), "pass@16")
+    rows = ["| level | greedy accuracy | sample accuracy (T=0.8) | step accuracy (T=0.8) | " + k + " (T=0.8) |", "|---|---|---|---|---|"]
+    for lv, st in ev["levels"].items():
+        rows.append(
+            f"| {lv} | {st['greedy_accuracy']:.0%} | {st['sample_accuracy_T0.8']:.0%} | {st['step_prefix_accuracy_T0.8']:.0%} | {st[k]:.0%} |"
+        )
+    return "\n".join(rows)
+
+
+def write_cards(policy_dir: Path, prm_dir: Path) -> None:
+    """Model cards from the recorded training settings and evaluation."""
+    from transformers import AutoConfig
+
+    for d, role in ((policy_dir, "policy"), (prm_dir, "prm")):
+        if not (d / "config.json").exists():
+            continue
+        cfg = AutoConfig.from_pretrained(str(d))
+        info = json.loads((d / "training.json").read_text())
+        ev = json.loads((policy_dir / "eval.json").read_text()) if (policy_dir / "eval.json").exists() else None
+        params = sum(f.stat().st_size for f in d.glob("*.safetensors")) // 4  # float32 weights
+        arch = (
+            f"`LlamaForCausalLM`, {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, {cfg.num_attention_heads} heads, "
+            f"MLP {cfg.intermediate_size}, tied embeddings, {params:,} parameters (float32, ~{params * 4 / 2**20:.1f} MB); "
+            f"character-level tokenizer (`tokenizer.json`, {cfg.vocab_size} tokens: printable ASCII, `<pad>`, `</s>`, `<unk>`, `<step>`)."
+        )
+        pol = info.get("policy") or json.loads((policy_dir / "training.json").read_text())["policy"]
+        lines = [f"# arith-{role}", ""]
+        if role == "policy":
+            lines += [
+                "The embedded default policy of ponder: a tiny model that solves the built-in arithmetic task",
+                "(`ponder.tasks.arith.problems`) one step per operation, so that search has something to do:",
+                "good on easy levels, often wrong on hard ones (long carries, multi-digit products), and",
+                "diverse when sampled. Served by `ponder.actors.hf.HFPolicy` (`EngineConfig(kind=\"hf\", path=...)`).",
+                "",
+                "## Architecture",
+                "",
+                arch,
+                "",
+                "## Prompt format",
+                "",
+                "No chat template. The prompt is `ponder.actors.hf.plain_prompt`: the problem, then each step so far,",
+                "each followed by the step delimiter `\"\\n\\n\"`; the model writes the next step and stops at the",
+                "delimiter, and writes `</s>` after the final step (which ends with `The answer is \\boxed{N}.`).",
+                "",
+                "## Training",
+                "",
+                f"Reference solutions of freshly generated problems (levels 1-5, weights {LEVEL_WEIGHTS}), one level per",
+                f"batch, loss on the solution and `</s>` only (not the prompt). {pol['policy_steps']} steps of batch",
+                f"{pol['policy_batch']} (~{pol['policy_steps'] * pol['policy_batch']:,} problems), AdamW, peak lr {pol['policy_lr']},",
+                f"cosine schedule, seed {pol['seed']}, {pol.get('seconds', '?')} s on {pol.get('device', 'CPU (2 shared cores)')}.",
+            ]
+        else:
+            prm = info["prm"]
+            lines += [
+                "The embedded default process reward model of ponder, for the built-in arithmetic task.",
+                "Served by `ponder.actors.hf.HFReward` (`EngineConfig(kind=\"hf\", path=...)`).",
+                "",
+                "## Convention: Math-Shepherd",
+                "",
+                "A plain causal LM (`LlamaForCausalLM`) with a step tag token after each step; the reward of a step is",
+                "the softmax over the logits of the two label tokens (`+` good, `-` bad) at its tag, P(good). The tag",
+                "and label token ids are in `prm_config.json`, which the engine reads. Input: `ponder.actors.hf.prm_text`",
+                "(the policy prompt, then the steps joined by `\"\\n\\n\"`, each followed by `<step>`). Why this one: it",
+                "needs no custom head, so any runtime that loads a causal LM serves it, vLLM included (reward task with",
+                "step pooling: `step_tag_id` and `returned_token_ids` = [good, bad] from `prm_config.json`), and a",
+                "tiny model initialised from the policy learns it quickly.",
+                "",
+                "## Architecture",
+                "",
+                arch,
+                "",
+                "## Training",
+                "",
+                "Math-Shepherd's recipe with exact labels instead of rollouts: initialised from `arith-policy`, trained",
+                f"on the policy's own samples (T={prm['prm_temperature']}, {prm['prm_samples']} per problem) for",
+                f"{prm['prm_problems']} fresh problems (seed {prm['seed']} + 1000, levels 1-5 with 3-5 twice as often):",
+                f"{prm['trajectories']} trajectories, {prm['steps']} steps, {prm['good_fraction']:.0%} labelled good by",
+                "`ponder.tasks.arith.problems.prefix_labels` (a step is good while every step so far is exactly right).",
+                f"Cross-entropy over the two label tokens at each tag, classes balanced by weight; {prm['prm_steps']} steps",
+                f"of batch {prm['prm_batch']}, AdamW, peak lr {prm['prm_lr']}, {prm.get('seconds', '?')} s.",
+            ]
+        lines += ["", "## Reproduce", "", "```", REPRODUCE, "```", "", "## Evaluation", ""]
+        if ev:
+            lines += [
+                f"Held-out problems: `ponder.tasks.arith.problems.generate({ev['per_level'] * 5}, seed={ev['eval_seed']})`,",
+                f"{ev['per_level']} per level; a solution counts when every step is exactly right. Step accuracy is the",
+                "fraction of sampled steps still correct (prefix labels).",
+                "",
+                _table(ev),
+                "",
+            ]
+            if "prm_step_auroc" in ev:
+                lines += [
+                    f"PRM step AUROC against exact prefix labels on the policy's T=0.8 samples of the same set:",
+                    f"**{ev['prm_step_auroc']:.3f}** ({ev['prm_steps_scored']} steps, {ev['prm_good_fraction']:.0%} good).",
+                    "",
+                ]
+        (d / "README.md").write_text("\n".join(lines) + "\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="models")
@@ -341,8 +445,7 @@ def main(argv: list[str] | None = None) -> None:
     if stage in ("eval", "all"):
         res = evaluate(args, policy_dir, prm_dir if (prm_dir / "config.json").exists() else None)
         _write_json(policy_dir / "eval.json", res)
-        if "prm_step_auroc" in res:
-            _write_json(prm_dir / "eval.json", res)
+    write_cards(policy_dir, prm_dir)
 
 
 if __name__ == "__main__":
