@@ -1,4 +1,4 @@
-"""The `ponder` command line: eval, solve, strategies, report.
+"""The `ponder` command line: eval, solve, report, calibrate, strategies.
 
 Every input is validated before anything is written: a bad flag, config, strategy, budget,
 dataset or model prints one line `ponder: error: ...` and exits 2 (usage) or 1 (anything else),
@@ -451,6 +451,45 @@ def format_solution(result: SearchResult, budget: Budget, problem: Problem) -> s
     return "\n".join(lines)
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Learn the allocation table (difficulty bin x budget -> strategy) on a labelled dev set."""
+    config = load_config(args)
+    strategies = resolve_strategies(args.strategy or list(CALIBRATE_STRATEGIES), config)
+    budgets = resolve_budgets(args.budget, config)
+    strategy_params(strategies, budgets, config)
+    out = Path(args.out)
+    check_writable(out, "table file")
+    problems = load_problems(args.dataset, args.limit)
+    if any(p.answer is None for p in problems):
+        raise CliError(f"dataset {args.dataset} needs reference answers to calibrate")
+    try:
+        from ponder.scheduler.calibrate import calibrate
+    except ImportError:
+        raise CliError("calibrate is not available in this build") from None
+    runner = make_runner(config)
+    try:
+        table = calibrate(problems, runner, budgets, [s.name for s in strategies])
+        if asyncio.iscoroutine(table):
+            table = asyncio.run(table)
+    except KeyboardInterrupt:
+        print("ponder: interrupted; no table written", file=sys.stderr)
+        return INTERRUPTED
+    finally:
+        close_runner(runner)
+    if hasattr(table, "save"):
+        table.save(out)
+    else:  # a plain mapping
+        import yaml
+
+        out.write_text(yaml.safe_dump(table.to_dict() if hasattr(table, "to_dict") else table, sort_keys=False))
+    print(f"allocation table: {out} (use it with --set scheduler.allocation_table={out})")
+    return 0
+
+
+# What `ponder calibrate` compares when no --strategy is given.
+CALIBRATE_STRATEGIES = ("best_of_n", "beam_search", "dvts")
+
+
 def cmd_strategies(args: argparse.Namespace) -> int:
     load_strategies()
     for name in registry.names():
@@ -537,6 +576,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", metavar="ANSWER", help="grade against this answer")
     _add_config_flags(p)
     p.set_defaults(func=cmd_solve)
+
+    p = sub.add_parser("calibrate", help="learn the allocation table for strategy auto on a labelled dev set")
+    p.add_argument("--dataset", required=True, metavar="PATH|arith:N|hf:NAME")
+    p.add_argument("--strategy", action="append", metavar="NAME", help="a candidate strategy (repeatable)")
+    p.add_argument("--budget", action="append", metavar="TOKENS|n=N", help="a budget to calibrate (repeatable)")
+    p.add_argument("--out", required=True, metavar="TABLE.yaml")
+    p.add_argument("--limit", type=_positive_int, metavar="K", help="only the first K problems")
+    _add_config_flags(p)
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("strategies", help="list strategies and their parameters")
     p.set_defaults(func=cmd_strategies)

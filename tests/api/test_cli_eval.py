@@ -239,3 +239,28 @@ def test_strategies_lists_every_registered_strategy_with_defaults(capsys):
 def test_help_exits_zero(argv, capsys):
     assert cli.main(argv) == 0
     assert "usage:" in capsys.readouterr().out
+
+
+def test_calibrate_hands_problems_runner_budgets_and_strategies_to_the_scheduler(tmp_path, engine, monkeypatch, capsys):
+    import sys
+    import types
+
+    seen = {}
+
+    class Table:
+        def save(self, path):
+            path.write_text("easy: best_of_n\n")
+
+    def calibrate(problems, runner, budgets, strategies):
+        seen.update(problems=problems, runner=runner, budgets=[b.label() for b in budgets], strategies=strategies)
+        return Table()
+
+    monkeypatch.setitem(sys.modules, "ponder.scheduler.calibrate", types.SimpleNamespace(calibrate=calibrate))
+    out = tmp_path / "table.yaml"
+    argv = ["calibrate", "--dataset", "arith:4", "--budget", "n=4", "--budget", "n=8", "--strategy", "dvts"]
+    assert cli.main([*argv, "--out", str(out), *engine]) == 0
+    assert [p.id for p in seen["problems"]] == [f"arith-0-{i}" for i in range(4)]
+    assert seen["budgets"] == ["n=4", "n=8"] and seen["strategies"] == ["dvts"]
+    assert hasattr(seen["runner"], "run")
+    assert out.read_text() == "easy: best_of_n\n"
+    assert f"scheduler.allocation_table={out}" in capsys.readouterr().out
