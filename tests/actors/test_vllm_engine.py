@@ -1,14 +1,15 @@
 """The vLLM engines on a real (tiny) model, checked against plain transformers on the same dir.
 
 Run in the vllm venv: `/work/vllm-venv/bin/pytest -m vllm tests/actors/test_vllm_engine.py`.
-Uses the shipped arithmetic models when they are there, else a tiny random Llama with the
-shipped character tokenizer (head size 32: the CPU attention kernels need one of 32, 64, ...).
+Uses the shipped arithmetic models when they are there, else a tiny Llama fitted to one solution
+(head size 32: vLLM's CPU attention kernels need one of 32, 64, 80, ...).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -31,10 +32,11 @@ from ponder.actors.vllm_engine import (  # noqa: E402
 from ponder.config import MODELS_DIR, ConfigError, EngineConfig  # noqa: E402
 from ponder.tasks.arith import tokenizer as chartok  # noqa: E402
 from ponder.tasks.arith.problems import generate  # noqa: E402
+from tests.actors.hf_fixtures import PROBLEM, SOLUTION  # noqa: E402
 
 pytestmark = [pytest.mark.vllm, pytest.mark.asyncio(loop_scope="module")]
 
-PROBLEMS = [p.problem for p in generate(4, seed=7, levels=(1, 2, 3, 4))]
+PROBLEMS = [PROBLEM] + [p.problem for p in generate(3, seed=7, levels=(1, 2, 3))]
 
 
 def _shipped(name: str) -> Path | None:
@@ -42,35 +44,46 @@ def _shipped(name: str) -> Path | None:
     return d if (d / "config.json").is_file() and any(d.glob("*.safetensors")) else None
 
 
-def _tiny_llama(out: Path, seed: int) -> Path:
+def fitted_llama(out: Path, fit_steps: int = 80) -> Path:
+    """Like `hf_fixtures.build_tiny_model` (a tiny Llama fitted to one solution, so it writes
+    real steps, delimiters and EOS; with a PRM config) but with head size 32 for vLLM's CPU
+    attention."""
+    torch.manual_seed(0)
     tok = chartok.save_tokenizer(out)
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
+    config = LlamaConfig(
         vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
-        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.eos_token_id,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
+        pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id,
     )
-    LlamaForCausalLM(cfg).save_pretrained(out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def policy_dir(tmp_path_factory) -> Path:
-    return _shipped("arith-policy") or _tiny_llama(tmp_path_factory.mktemp("policy"), seed=0)
-
-
-@pytest.fixture(scope="module")
-def prm_dir(tmp_path_factory) -> Path:
-    shipped = _shipped("arith-prm")
-    if shipped:
-        return shipped
-    out = _tiny_llama(tmp_path_factory.mktemp("prm"), seed=1)
-    tok = load_tokenizer(out)
+    model = LlamaForCausalLM(config)
+    ids = torch.tensor([tok(hf.plain_prompt(PROBLEM, []) + SOLUTION, add_special_tokens=False).input_ids + [tok.eos_token_id]])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(fit_steps):
+        loss = model(input_ids=ids, labels=ids).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.save_pretrained(str(out))
     tag, good, bad = tok.convert_tokens_to_ids([chartok.STEP_TAG, chartok.GOOD, chartok.BAD])
-    conf = {"style": "math-shepherd", "step_tag": chartok.STEP_TAG, "step_tag_id": tag, "good_token": chartok.GOOD,
-            "good_token_id": good, "bad_token": chartok.BAD, "bad_token_id": bad, "step_separator": "\n\n"}
-    (out / hf.PRM_CONFIG_FILE).write_text(json.dumps(conf))
+    prm = {"style": "math-shepherd", "step_tag": chartok.STEP_TAG, "step_tag_id": tag, "good_token": chartok.GOOD,
+           "good_token_id": good, "bad_token": chartok.BAD, "bad_token_id": bad, "step_separator": "\n\n"}
+    (out / hf.PRM_CONFIG_FILE).write_text(json.dumps(prm))
     return out
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> Path:
+    return fitted_llama(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def policy_dir(request) -> Path:
+    return _shipped("arith-policy") or request.getfixturevalue("tiny_dir")
+
+
+@pytest.fixture(scope="module")
+def prm_dir(request) -> Path:
+    return _shipped("arith-prm") or request.getfixturevalue("tiny_dir")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -226,8 +239,10 @@ def test_bad_dir_and_option_are_one_line_errors(tmp_path, policy_dir):
         VLLMPolicy.from_config(EngineConfig(kind="vllm", path=str(tmp_path)))
     with pytest.raises(ConfigError, match="unknown vllm engine option 'warp_speed'"):
         VLLMPolicy.from_config(EngineConfig(kind="vllm", path=str(policy_dir), options={"warp_speed": 9}))
+    plain = shutil.copytree(policy_dir, tmp_path / "no-prm")
+    (plain / hf.PRM_CONFIG_FILE).unlink(missing_ok=True)
     with pytest.raises(ConfigError, match="not a PRM dir"):
-        VLLMReward.from_config(EngineConfig(kind="vllm", path=str(policy_dir)))
+        VLLMReward.from_config(EngineConfig(kind="vllm", path=str(plain)))
 
 
 @pytest.fixture(scope="module")
