@@ -550,8 +550,22 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", metavar="ADDR|local", help="Ray cluster address, or 'local' for a local cluster")
 
 
+EXAMPLES = """examples:
+  ponder eval --dataset arith:100 --strategy best_of_n --strategy beam_search \\
+      --budget n=4 --budget n=16 --out results.jsonl --plot acc.png
+  ponder eval --dataset math500.jsonl --strategy auto --budget 8k --out r.jsonl --address local
+  ponder solve "Compute (37 + 48) * 6." --strategy beam_search --budget n=8
+  ponder report results.jsonl --plot acc.png
+Running the same eval again resumes it: finished problems are skipped, failed ones retried."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="ponder", description="Test-time search for small language models, guided by a PRM.")
+    parser = _Parser(
+        prog="ponder",
+        description="Test-time search for small language models, guided by a PRM.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     from ponder import __version__
 
     parser.add_argument("--version", action="version", version=f"ponder {__version__}")
