@@ -29,8 +29,10 @@ async def timed(engine, requests: list[StepRequest]) -> tuple[float, list]:
 async def main(args: argparse.Namespace) -> dict:
     problems = [p.problem for p in generate(args.requests, seed=args.seed)]
     greedy = [StepRequest(p, [], n=1, temperature=0.0, max_step_tokens=args.max_tokens) for p in problems]
-    sampled = [StepRequest(p, [], n=args.n, temperature=0.8, max_step_tokens=args.max_tokens, seed=i)
-               for i, p in enumerate(problems)]
+    sampled = [
+        StepRequest(p, [], n=args.n, temperature=0.8, max_step_tokens=args.max_tokens, seed=i)
+        for i, p in enumerate(problems)
+    ]
     report: dict = {"model": args.model, "requests": args.requests, "n": args.n}
     engines = {}
     for kind, cls in (("hf", HFPolicy), ("vllm", VLLMPolicy)):

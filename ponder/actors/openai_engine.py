@@ -43,8 +43,17 @@ from ponder.search.types import STEP_DELIMITER
 from ponder.tasks.grading import extract_answer
 
 _KNOWN_OPTIONS = {
-    "base_url", "api_key", "api_key_env", "model", "pooling_url", "timeout_s", "max_concurrency",
-    "tokenizer", "prm_dir", "step_tag", "step_separator",
+    "base_url",
+    "api_key",
+    "api_key_env",
+    "model",
+    "pooling_url",
+    "timeout_s",
+    "max_concurrency",
+    "tokenizer",
+    "prm_dir",
+    "step_tag",
+    "step_separator",
 }
 
 
@@ -59,7 +68,9 @@ class _Client:
         opts = dict(cfg.options)
         unknown = sorted(set(opts) - _KNOWN_OPTIONS)
         if unknown:
-            raise ConfigError(f"unknown openai engine option {unknown[0]!r} (known: {', '.join(sorted(_KNOWN_OPTIONS))})")
+            raise ConfigError(
+                f"unknown openai engine option {unknown[0]!r} (known: {', '.join(sorted(_KNOWN_OPTIONS))})"
+            )
         base = opts.get("base_url")
         if not base or not str(base).startswith(("http://", "https://")):
             raise ConfigError("the openai engine needs options.base_url, e.g. http://127.0.0.1:8000/v1")
@@ -149,12 +160,15 @@ class OpenAIPolicy:
             try:
                 tokenizer = AutoTokenizer.from_pretrained(str(client.options["tokenizer"]))
             except (OSError, ValueError) as e:
-                raise ConfigError(f"cannot load tokenizer {client.options['tokenizer']}: {str(e).splitlines()[0]}") from None
+                raise ConfigError(
+                    f"cannot load tokenizer {client.options['tokenizer']}: {str(e).splitlines()[0]}"
+                ) from None
         return cls(client, tokenizer)
 
     def info(self) -> EngineInfo:
-        return EngineInfo(kind="openai", model=str(self.client.model or ""), device="remote",
-                          extra={"base_url": self.client.base_url})
+        return EngineInfo(
+            kind="openai", model=str(self.client.model or ""), device="remote", extra={"base_url": self.client.base_url}
+        )
 
     def _prompt(self, problem: str, steps: list[str], delimiter: str) -> str:
         if self.tokenizer is not None:
@@ -166,7 +180,9 @@ class OpenAIPolicy:
 
     async def _request(self, req: StepRequest) -> list[list[GeneratedStep]]:
         if req.n < 1 or req.max_step_tokens < 1 or req.max_steps < 1:
-            raise ValueError(f"bad step request: n={req.n}, max_step_tokens={req.max_step_tokens}, max_steps={req.max_steps}")
+            raise ValueError(
+                f"bad step request: n={req.n}, max_step_tokens={req.max_step_tokens}, max_steps={req.max_steps}"
+            )
         if not req.to_end:
             return [[step] for step in await self._steps(req, req.steps, req.n, req.seed)]
         return list(await asyncio.gather(*(self._rollout(req, i) for i in range(req.n))))
@@ -244,8 +260,12 @@ class OpenAIReward:
         return cls(client, str(step_tag), str(delimiter))
 
     def info(self) -> EngineInfo:
-        return EngineInfo(kind="openai", model=str(self.client.model or ""), device="remote",
-                          extra={"pooling_url": self.client.pooling_url, "step_tag": self.step_tag})
+        return EngineInfo(
+            kind="openai",
+            model=str(self.client.model or ""),
+            device="remote",
+            extra={"pooling_url": self.client.pooling_url, "step_tag": self.step_tag},
+        )
 
     async def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
         # one call per request, so each gets its exact token count; the server batches them

@@ -92,7 +92,10 @@ def load_prm_convention(path: str | Path, tokenizer: Any) -> PRMConvention:
     try:
         data = json.loads(file.read_text())
         conv = PRMConvention(
-            data["step_tag"], int(data["step_tag_id"]), int(data["good_token_id"]), int(data["bad_token_id"]),
+            data["step_tag"],
+            int(data["step_tag_id"]),
+            int(data["good_token_id"]),
+            int(data["bad_token_id"]),
             data.get("step_separator", STEP_DELIMITER),
         )
     except (ValueError, KeyError, TypeError) as e:
@@ -186,7 +189,9 @@ class VLLMPolicy:
 
     async def _request(self, req: StepRequest) -> list[list[GeneratedStep]]:
         if req.n < 1 or req.max_step_tokens < 1 or req.max_steps < 1:
-            raise ValueError(f"bad step request: n={req.n}, max_step_tokens={req.max_step_tokens}, max_steps={req.max_steps}")
+            raise ValueError(
+                f"bad step request: n={req.n}, max_step_tokens={req.max_step_tokens}, max_steps={req.max_steps}"
+            )
         if not req.to_end:
             return [[step] for step in await self._steps(req, req.steps, req.n, req.seed)]
         return list(await asyncio.gather(*(self._rollout(req, i) for i in range(req.n))))
@@ -264,8 +269,12 @@ class VLLMReward:
         return cls(AsyncLLM.from_engine_args(args), str(cfg.path), tokenizer, conv)
 
     def info(self) -> EngineInfo:
-        return EngineInfo(kind="vllm", model=self.model_dir, device="cpu" if _on_cpu() else "cuda",
-                          extra={"prm": "math-shepherd", "step_tag_id": self.convention.step_tag_id})
+        return EngineInfo(
+            kind="vllm",
+            model=self.model_dir,
+            device="cpu" if _on_cpu() else "cuda",
+            extra={"prm": "math-shepherd", "step_tag_id": self.convention.step_tag_id},
+        )
 
     async def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
         return list(await asyncio.gather(*(self._score(r) for r in requests)))
@@ -273,8 +282,9 @@ class VLLMReward:
     async def _score(self, req: ScoreRequest) -> ScoreResult:
         ids = self.convention.input_ids(self.tokenizer, req.problem, req.steps)
         final = None
-        async for final in self.engine.encode(TokensPrompt(prompt_token_ids=ids), PoolingParams(task="token_classify"),
-                                              _request_id("prm")):
+        async for final in self.engine.encode(
+            TokensPrompt(prompt_token_ids=ids), PoolingParams(task="token_classify"), _request_id("prm")
+        ):
             pass
         assert final is not None
         rewards = [float(x) for x in final.outputs.data.reshape(-1).tolist()]

