@@ -7,6 +7,7 @@ Uses the shipped arithmetic models when they are there, else a tiny Llama fitted
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -39,9 +40,13 @@ pytestmark = [pytest.mark.vllm, pytest.mark.asyncio(loop_scope="module")]
 PROBLEMS = [PROBLEM] + [p.problem for p in generate(3, seed=7, levels=(1, 2, 3))]
 
 
-def _shipped(name: str) -> Path | None:
+def _shipped(name: str, tmp_path_factory) -> Path | None:
+    """A snapshot of a shipped model dir (so every engine in this module sees the same weights
+    even while the dir is being rewritten), or None when it is not there."""
     d = MODELS_DIR / name
-    return d if (d / "config.json").is_file() and any(d.glob("*.safetensors")) else None
+    if not ((d / "config.json").is_file() and any(d.glob("*.safetensors"))):
+        return None
+    return Path(shutil.copytree(d, tmp_path_factory.mktemp("shipped") / name))
 
 
 def fitted_llama(out: Path, fit_steps: int = 80) -> Path:
@@ -94,13 +99,13 @@ def tiny_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def policy_dir(request) -> Path:
-    return _shipped("arith-policy") or request.getfixturevalue("tiny_dir")
+def policy_dir(request, tmp_path_factory) -> Path:
+    return _shipped("arith-policy", tmp_path_factory) or request.getfixturevalue("tiny_dir")
 
 
 @pytest.fixture(scope="module")
-def prm_dir(request) -> Path:
-    return _shipped("arith-prm") or request.getfixturevalue("tiny_dir")
+def prm_dir(request, tmp_path_factory) -> Path:
+    return _shipped("arith-prm", tmp_path_factory) or request.getfixturevalue("tiny_dir")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -183,10 +188,11 @@ async def test_max_step_tokens(policy):
 
 
 async def test_seeds_reproducible_and_batch_independent(policy):
-    req = StepRequest(PROBLEMS[3], [], n=4, temperature=1.0, max_step_tokens=12, seed=11)
+    # a hot temperature (vLLM allows at most 2), so a sharp trained model still gives different samples
+    req = StepRequest(PROBLEMS[3], [], n=4, temperature=2.0, max_step_tokens=16, seed=11)
     alone = await policy.generate([req])
     again = await policy.generate([StepRequest(PROBLEMS[0], [], n=2, temperature=1.0, seed=3), req])
-    other = await policy.generate([StepRequest(PROBLEMS[3], [], n=4, temperature=1.0, max_step_tokens=12, seed=12)])
+    other = await policy.generate([dataclasses.replace(req, seed=12)])
     texts = lambda res: [s[0].text for s in res]  # noqa: E731
     assert texts(alone[0]) == texts(again[1])
     assert texts(alone[0]) != texts(other[0])
