@@ -29,19 +29,19 @@ from ponder.actors.hf import PRM_CONFIG_FILE, HFPolicy, HFReward, plain_prompt, 
 from ponder.actors.engine import ScoreRequest, StepRequest
 from ponder.config import EngineConfig
 from ponder.tasks.arith import tokenizer as chartok
-from ponder.tasks.arith.problems import LEVELS, STEP_DELIMITER, generate, make_chain, parse, prefix_labels
+from ponder.tasks.arith.problems import LEVELS, STEP_DELIMITER, format_answer, format_step, generate, make_chain, parse, parse_step, prefix_labels
 
 # Training levels are drawn with these weights: the hard levels are long and most of the work.
-LEVEL_WEIGHTS = {1: 1.0, 2: 1.0, 3: 1.5, 4: 2.0, 5: 2.0}
+LEVEL_WEIGHTS = {1: 1.0, 2: 1.0, 3: 1.0, 4: 1.0, 5: 1.0}
 EVAL_SEED = 12345  # the held-out set; training problems come from other seeds
 
 
 @dataclass
 class ModelSize:
-    hidden: int = 192
+    hidden: int = 128
     layers: int = 4
-    heads: int = 6
-    ffn: int = 512
+    heads: int = 4
+    ffn: int = 384
 
 
 @dataclass
@@ -49,17 +49,20 @@ class TrainArgs:
     out: str = "models"
     seed: int = 0
     size: ModelSize = None  # type: ignore[assignment]
-    policy_steps: int = 1500
-    policy_batch: int = 32
-    policy_lr: float = 3e-3
-    prm_problems: int = 600  # fresh problems sampled by the policy for PRM data
+    policy_steps: int = 2500
+    policy_batch: int = 16
+    policy_lr: float = 1.5e-3
+    unlock: float = 0.1  # fraction of policy steps between level unlocks
+    prm_problems: int = 400  # fresh problems sampled by the policy for PRM data
     prm_samples: int = 4  # policy samples per PRM problem
     prm_temperature: float = 1.0
-    prm_steps: int = 400
+    prm_reference: int = 0  # 1: also train on reference solutions and one-digit corruptions of them
+    prm_steps: int = 300
     prm_batch: int = 32
     prm_lr: float = 1e-3
-    eval_per_level: int = 40
-    threads: int = 2
+    eval_per_level: int = 30
+    levels: tuple[int, ...] = (1, 2, 3, 4, 5)  # policy training levels
+    threads: int = 1  # the CPUs here are shared; one thread does not stall on a busy sibling
 
 
 def _device() -> str:
@@ -111,12 +114,15 @@ def train_policy(args: TrainArgs, out_dir: Path) -> None:
     model = LlamaForCausalLM(config).to(device)
     print(f"policy: {model.num_parameters():,} parameters on {device}", flush=True)
     opt = torch.optim.AdamW(model.parameters(), lr=args.policy_lr, weight_decay=0.01, betas=(0.9, 0.98))
-    levels, weights = list(LEVEL_WEIGHTS), list(LEVEL_WEIGHTS.values())
+    levels = [lv for lv in LEVEL_WEIGHTS if lv in args.levels]
+    weights = [LEVEL_WEIGHTS[lv] for lv in levels]
     t0, avg = time.time(), None
     model.train()
     for step in range(args.policy_steps):
-        # one level per batch: similar lengths, little padding
-        level = rng.choices(levels, weights)[0]
+        # curriculum: a new level every `unlock` steps (copying is learnt on the short level-1
+        # problems first; mixed from the start, the model stalls); one level per batch
+        open_levels = levels[: 1 + int(step / max(1, args.policy_steps * args.unlock))]
+        level = rng.choices(open_levels, weights[: len(open_levels)])[0]
         pairs = [policy_example(tok, rng, level) for _ in range(args.policy_batch)]
         ids = _pad_right([p[0] for p in pairs], tok.pad_token_id).to(device)
         labels = _pad_right([p[1] for p in pairs], -100).to(device)
@@ -130,7 +136,9 @@ def train_policy(args: TrainArgs, out_dir: Path) -> None:
         opt.step()
         avg = loss.item() if avg is None else 0.95 * avg + 0.05 * loss.item()
         if step % 50 == 0 or step == args.policy_steps - 1:
-            print(f"policy step {step} loss {avg:.4f} ({time.time() - t0:.0f}s)", flush=True)
+            print(f"policy step {step} level {level} loss {loss.item():.3f} avg {avg:.4f} ({time.time() - t0:.0f}s)", flush=True)
+        if step % 250 == 249:  # a checkpoint to look at while training goes on
+            model.save_pretrained(str(out_dir))
     model.eval()
     model.save_pretrained(str(out_dir))
     _write_json(out_dir / "training.json", {"policy": {**asdict(args), "seconds": round(time.time() - t0)}})
@@ -154,6 +162,23 @@ async def _sample_trajectories(policy: HFPolicy, problems, n: int, temperature: 
     return data
 
 
+def _reference_trajectories(problems, rng: random.Random):
+    """Each problem's reference solution and a copy with one result off by a digit (cut after
+    the wrong step): the weak policy rarely writes right steps on hard levels, and the PRM
+    must see good steps there too."""
+    out = []
+    for p in problems:
+        steps = parse(p.problem).solution_steps()
+        out.append((p.problem, steps, prefix_labels(p.problem, steps)))
+        k = rng.randrange(len(steps))
+        (a, op, b, c), answer = parse_step(steps[k])
+        wrong = c + rng.choice([-1, 1]) * 10 ** rng.randrange(len(str(abs(c))))
+        bad = format_step(a, op, b, wrong) + ("\n" + format_answer(wrong) if answer is not None else "")
+        trajectory = steps[:k] + [bad]
+        out.append((p.problem, trajectory, prefix_labels(p.problem, trajectory)))
+    return out
+
+
 def prm_example(tok, tag_id: int, problem: str, steps: list[str]) -> list[int]:
     return tok(prm_text(problem, steps), add_special_tokens=False).input_ids
 
@@ -167,6 +192,8 @@ def train_prm(args: TrainArgs, policy_dir: Path, out_dir: Path) -> None:
     problems = generate(args.prm_problems, seed=args.seed + 1000, levels=(1, 2, 3, 4, 5, 3, 4, 5))
     t0 = time.time()
     data = asyncio.run(_sample_trajectories(policy, problems, args.prm_samples, args.prm_temperature, args.seed))
+    if args.prm_reference:
+        data += _reference_trajectories(problems, rng)
     n_steps = sum(len(d[2]) for d in data)
     n_good = sum(sum(d[2]) for d in data)
     print(f"PRM data: {len(data)} trajectories, {n_steps} steps, {n_good / n_steps:.2%} good ({time.time() - t0:.0f}s)", flush=True)
@@ -425,10 +452,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--layers", type=int, default=ModelSize.layers)
     ap.add_argument("--heads", type=int, default=ModelSize.heads)
     ap.add_argument("--ffn", type=int, default=ModelSize.ffn)
-    for name in ("policy_steps", "policy_batch", "prm_problems", "prm_samples", "prm_steps", "prm_batch", "eval_per_level", "threads"):
+    for name in ("policy_steps", "policy_batch", "prm_problems", "prm_samples", "prm_reference", "prm_steps", "prm_batch", "eval_per_level", "threads"):
         ap.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(TrainArgs, name))
-    for name in ("policy_lr", "prm_lr", "prm_temperature"):
+    for name in ("policy_lr", "prm_lr", "prm_temperature", "unlock"):
         ap.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(TrainArgs, name))
+    ap.add_argument("--levels", type=lambda v: tuple(int(x) for x in v.split(",")), default=TrainArgs.levels)
     ns = ap.parse_args(argv)
     size = ModelSize(ns.hidden, ns.layers, ns.heads, ns.ffn)
     args = TrainArgs(**{k: v for k, v in vars(ns).items() if k in TrainArgs.__dataclass_fields__ and k != "size"}, size=size)
