@@ -75,11 +75,11 @@ class ApiConfig:
 
 
 def default_policy() -> EngineConfig:
-    return EngineConfig(kind="sim", path=None)
+    return EngineConfig(kind="hf", path=str(MODELS_DIR / "arith-policy"))
 
 
 def default_reward() -> EngineConfig:
-    return EngineConfig(kind="sim", path=None)
+    return EngineConfig(kind="hf", path=str(MODELS_DIR / "arith-prm"))
 
 
 @dataclass
