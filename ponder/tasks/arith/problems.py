@@ -133,6 +133,8 @@ def make_chain(rng: random.Random, level: Level) -> Chain:
 
 def generate(n: int, seed: int = 0, levels: tuple[int, ...] = (1, 2, 3, 4, 5)) -> list[Problem]:
     """`n` problems cycling through `levels`, reproducible from `seed`."""
+    if not levels or any(lv not in LEVELS for lv in levels):
+        raise ValueError(f"levels must be among {sorted(LEVELS)}, got {list(levels)}")
     rng = random.Random(seed)
     out = []
     for i in range(n):
@@ -144,20 +146,29 @@ def generate(n: int, seed: int = 0, levels: tuple[int, ...] = (1, 2, 3, 4, 5)) -
     return out
 
 
-_TOKEN_RE = re.compile(r"-?\d+|[+\-*]")
+_EXPR_CHARS_RE = re.compile(r"[\d+\-*()\s]*")
 
 
 def parse(problem_text: str) -> Chain:
-    """Parse a problem produced by `Chain.text()` back into its chain."""
-    if not problem_text.startswith(PROMPT_PREFIX):
-        raise ValueError(f"not an arithmetic problem: {problem_text[:60]!r}")
-    body = problem_text[len(PROMPT_PREFIX) :].rstrip(".").replace("(", " ").replace(")", " ")
+    """Parse a problem produced by `Chain.text()` back into its chain.
+
+    Spacing and the final period may vary; anything else (words, other operations, parentheses
+    that do not nest to the left) is not an arithmetic problem and raises ValueError.
+    """
+    text = problem_text.strip()
+    body = text[len(PROMPT_PREFIX) :].rstrip(".") if text.startswith(PROMPT_PREFIX) else ""
     toks = re.findall(r"\d+|[+\-*]", body)
-    if len(toks) < 3 or len(toks) % 2 == 0:
-        raise ValueError(f"not an arithmetic problem: {problem_text[:60]!r}")
-    start = int(toks[0])
-    ops = tuple((toks[i], int(toks[i + 1])) for i in range(1, len(toks), 2))
-    return Chain(start, ops)
+    shaped = (
+        _EXPR_CHARS_RE.fullmatch(body) is not None
+        and len(toks) >= 3
+        and len(toks) % 2 == 1
+        and all(t.isdigit() == (k % 2 == 0) for k, t in enumerate(toks))
+    )
+    if shaped:
+        chain = Chain(int(toks[0]), tuple((toks[k], int(toks[k + 1])) for k in range(1, len(toks), 2)))
+        if "".join(chain.expression().split()) == "".join(body.split()):
+            return chain
+    raise ValueError(f"not an arithmetic problem: {problem_text[:60]!r}")
 
 
 def parse_step(step: str) -> tuple[tuple[int, str, int, int] | None, str | None]:
