@@ -101,9 +101,8 @@ def _parse_levels(value: str, spec: str) -> tuple[int, ...]:
 def _file(spec: str) -> list[Problem]:
     path = Path(spec).expanduser()
     if not path.exists():
-        raise DatasetError(
-            f"dataset not found: {spec} (use arith:N, a .jsonl/.json/.parquet/.arrow file or folder, or hf:name[:split])"
-        )
+        use = "arith:N, a .jsonl/.json/.parquet/.arrow file or folder, or hf:name[:split]"
+        raise DatasetError(f"dataset not found: {spec} (use {use})")
     if path.is_dir():
         return _rows_to_problems(_read_with_datasets(path, None), str(path), path.name, "row")
     suffix = path.suffix.lower()
@@ -111,7 +110,9 @@ def _file(spec: str) -> list[Problem]:
         return _jsonl(path)
     if suffix in DATASETS_LIB_SUFFIXES:
         return _rows_to_problems(_read_with_datasets(path, DATASETS_LIB_SUFFIXES[suffix]), str(path), path.stem, "row")
-    raise DatasetError(f"unsupported dataset format {path.suffix or '(none)'!r}: {spec} (use .jsonl, .json, .parquet or .arrow)")
+    raise DatasetError(
+        f"unsupported dataset format {path.suffix or '(none)'!r}: {spec} (use .jsonl, .json, .parquet or .arrow)"
+    )
 
 
 def _jsonl(path: Path) -> list[Problem]:
@@ -201,7 +202,9 @@ def _to_problem(row: Any, where: str, default_id: str) -> Problem:
         raise DatasetError(f"{where}: no 'problem' text")
     ident = next((row[k] for k in _ID_FIELDS if row.get(k) not in (None, "")), default_id)
     meta = {k: v for k, v in row.items() if k not in _KNOWN_FIELDS and _is_scalar(v)}
-    return Problem(id=_text(ident), problem=text, answer=_text(row.get("answer")), level=_text(row.get("level")), meta=meta)
+    return Problem(
+        id=_text(ident), problem=text, answer=_text(row.get("answer")), level=_text(row.get("level")), meta=meta
+    )
 
 
 def _text(value: Any) -> str | None:

@@ -121,11 +121,15 @@ async def test_seeded_sampling_is_reproducible_and_batch_independent() -> None:
     again = await SimPolicy(skill=0.3).generate(shuffled)
     assert [again[shuffled.index(r)] for r in reqs] == together
     # sample k does not depend on how many samples were asked for
-    wider = await SimPolicy(skill=0.3).generate([StepRequest(r.problem, [], n=8, temperature=0.8, to_end=True, seed=7) for r in reqs])
+    wider = await SimPolicy(skill=0.3).generate(
+        [StepRequest(r.problem, [], n=8, temperature=0.8, to_end=True, seed=7) for r in reqs]
+    )
     assert [w[:4] for w in wider] == together
     # samples differ from each other, and another seed gives other samples
     assert sum(len({tuple(s.text for s in c) for c in conts}) > 1 for conts in together) > 10
-    other = await SimPolicy(skill=0.3).generate([StepRequest(r.problem, [], n=4, temperature=0.8, to_end=True, seed=8) for r in reqs])
+    other = await SimPolicy(skill=0.3).generate(
+        [StepRequest(r.problem, [], n=4, temperature=0.8, to_end=True, seed=8) for r in reqs]
+    )
     assert other != together
 
 
@@ -144,13 +148,18 @@ async def test_greedy_accuracy_falls_with_level() -> None:
 async def test_skill_and_temperature_move_accuracy() -> None:
     problems = generate(60, seed=6, levels=(3,))
 
-    async def accuracy(pol: SimPolicy, temperature: float) -> float:
-        out = await pol.generate([StepRequest(p.problem, [], n=8, temperature=temperature, to_end=True, seed=1) for p in problems])
-        return sum(solution_answer(c) == p.answer for p, conts in zip(problems, out) for c in conts) / (8 * len(problems))
+    async def accuracy(pol: SimPolicy, temperature: float, top_p: float = 1.0) -> float:
+        reqs = [
+            StepRequest(p.problem, [], n=8, temperature=temperature, top_p=top_p, to_end=True, seed=1) for p in problems
+        ]
+        out = await pol.generate(reqs)
+        right = sum(solution_answer(c) == p.answer for p, conts in zip(problems, out) for c in conts)
+        return right / (8 * len(problems))
 
     weak, strong = SimPolicy(skill=0.5), SimPolicy(skill=3.0)
     assert await accuracy(strong, 0.8) > await accuracy(weak, 0.8) + 0.2
     assert await accuracy(weak, 0.2) > await accuracy(weak, 1.5) + 0.05
+    assert await accuracy(weak, 1.5, top_p=0.2) > await accuracy(weak, 1.5) + 0.05  # a nucleus cools sampling
 
 
 async def test_errors_look_real_and_continue_from_the_wrong_value() -> None:
@@ -208,7 +217,9 @@ async def test_early_answer_ends_a_wrong_solution() -> None:
 
 async def trajectories(n_problems: int = 60) -> list[tuple[str, list[str]]]:
     problems = generate(n_problems, seed=9)
-    out = await SimPolicy(skill=0.5).generate([StepRequest(p.problem, [], n=4, temperature=1.0, to_end=True, seed=4) for p in problems])
+    out = await SimPolicy(skill=0.5).generate(
+        [StepRequest(p.problem, [], n=4, temperature=1.0, to_end=True, seed=4) for p in problems]
+    )
     return [(p.problem, [s.text for s in c]) for p, conts in zip(problems, out) for c in conts]
 
 

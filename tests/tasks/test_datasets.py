@@ -80,7 +80,13 @@ def test_jsonl_fields(tmp_path: Path) -> None:
 
 def test_jsonl_ids_are_line_indices(tmp_path: Path) -> None:
     path = tmp_path / "set.jsonl"
-    path.write_text(json.dumps({"problem": "p0"}) + "\n\n" + json.dumps({"problem": "p2", "unique_id": 17}) + "\n" + json.dumps({"problem": "p3"}))
+    path.write_text(
+        json.dumps({"problem": "p0"})
+        + "\n\n"
+        + json.dumps({"problem": "p2", "unique_id": 17})
+        + "\n"
+        + json.dumps({"problem": "p3"})
+    )
     problems = load_problems(str(path))
     assert [p.id for p in problems] == ["set-0", "17", "set-3"]
     assert problems[0].answer is None
@@ -159,7 +165,9 @@ def test_local_json_and_saved_folder(tmp_path: Path) -> None:
     assert [(p.id, p.answer) for p in problems] == [("5", "3"), ("6", "0.5")]
 
     folder = tmp_path / "saved"
-    datasets.Dataset.from_list([{"problem": "r", "answer": "1"}, {"problem": "s", "answer": "2"}]).save_to_disk(str(folder))
+    datasets.Dataset.from_list([{"problem": "r", "answer": "1"}, {"problem": "s", "answer": "2"}]).save_to_disk(
+        str(folder)
+    )
     assert [p.id for p in load_problems(str(folder))] == ["saved-0", "saved-1"]
 
 
@@ -195,7 +203,12 @@ def test_hub_goes_through_datasets(monkeypatch: pytest.MonkeyPatch) -> None:
 
     def fake_load(name: str, split: str) -> datasets.Dataset:
         calls.append((name, split))
-        return datasets.Dataset.from_list([{"problem": "p", "answer": 1, "unique_id": "test/alg/1.json"}, {"problem": "q", "answer": 2, "unique_id": None}])
+        return datasets.Dataset.from_list(
+            [
+                {"problem": "p", "answer": 1, "unique_id": "test/alg/1.json"},
+                {"problem": "q", "answer": 2, "unique_id": None},
+            ]
+        )
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load)
     problems = load_problems("hf:org/math-500")
@@ -212,7 +225,9 @@ def test_hub_errors(monkeypatch: pytest.MonkeyPatch) -> None:
         raise ConnectionError("Couldn't reach the Hub\n(offline)")
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(DatasetError, match=r"hf:org/x: cannot load from the Hugging Face Hub: Couldn't reach the Hub \(offline\)"):
+    with pytest.raises(
+        DatasetError, match=r"hf:org/x: cannot load from the Hugging Face Hub: Couldn't reach the Hub \(offline\)"
+    ):
         load_problems("hf:org/x")
     with pytest.raises(DatasetError, match="use hf:name"):
         load_problems("hf:")
@@ -226,4 +241,3 @@ def test_dataset_dict_split_choice() -> None:
     assert ds._one_split(datasets.DatasetDict({"train": one, "test": one}), "x") is one
     with pytest.raises(DatasetError, match="several splits"):
         ds._one_split(datasets.DatasetDict({"train": one, "dev": one}), "x")
-

@@ -28,7 +28,9 @@ def test_extract_answer(text: str, want: str | None) -> None:
     assert extract_answer(text) == want
 
 
-@pytest.mark.parametrize("pred", ["1/2", "\\frac{1}{2}", "0.5", "\\frac12", "\\dfrac{1}{2}", "$\\frac{1}{2}$", "\\boxed{0.50}"])
+@pytest.mark.parametrize(
+    "pred", ["1/2", "\\frac{1}{2}", "0.5", "\\frac12", "\\dfrac{1}{2}", "$\\frac{1}{2}$", "\\boxed{0.50}"]
+)
 @pytest.mark.parametrize("ref", ["1/2", "\\frac{1}{2}", "0.5", "\\frac12"])
 def test_half_equivalences(pred: str, ref: str) -> None:
     assert grade(pred, ref)
@@ -86,7 +88,11 @@ def test_normalize_strips_wrappers() -> None:
 
 
 def test_grading_from_worker_threads() -> None:
-    pairs = [("x^2+2x+1", "(x+1)^2", True), ("\\sqrt{2}/2", "\\frac{\\sqrt2}{2}", True), ("\\sqrt{3}", "\\sqrt{2}", False)]
+    pairs = [
+        ("x^2+2x+1", "(x+1)^2", True),
+        ("\\sqrt{2}/2", "\\frac{\\sqrt2}{2}", True),
+        ("\\sqrt{3}", "\\sqrt{2}", False),
+    ]
     with ThreadPoolExecutor(3) as pool:
         got = list(pool.map(lambda t: grade(t[0], t[1]), pairs))
     assert got == [want for _, _, want in pairs]

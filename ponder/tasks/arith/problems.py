@@ -140,9 +140,7 @@ def generate(n: int, seed: int = 0, levels: tuple[int, ...] = (1, 2, 3, 4, 5)) -
     for i in range(n):
         lv = levels[i % len(levels)]
         chain = make_chain(rng, LEVELS[lv])
-        out.append(
-            Problem(id=f"arith-{seed}-{i}", problem=chain.text(), answer=str(chain.answer), level=str(lv))
-        )
+        out.append(Problem(id=f"arith-{seed}-{i}", problem=chain.text(), answer=str(chain.answer), level=str(lv)))
     return out
 
 
