@@ -116,22 +116,24 @@ class PonderConfig:
         return dataclasses.asdict(self)
 
 
-def _build(cls: type, data: dict[str, Any], where: str):
+def _build(cls: type, data: dict[str, Any], where: str, base: Any = None):
+    """Build `cls` from `data`, merged onto `base` (or the class defaults): a partial section such as
+    `policy: {max_batch: 8}` keeps the default engine rather than resetting it."""
     if not isinstance(data, dict):
         raise ConfigError(f"config section '{where or 'top'}' must be a mapping")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(f"unknown config key '{where + unknown[0]}' (known: {', '.join(fields)})")
+    obj = base if base is not None else cls()
     kwargs = {}
     for name, value in data.items():
-        f = fields[name]
-        sub = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
-        if dataclasses.is_dataclass(sub) and not isinstance(sub, dict):
-            kwargs[name] = _build(type(sub), value or {}, f"{where}{name}.")
+        current = getattr(obj, name)
+        if dataclasses.is_dataclass(current):
+            kwargs[name] = _build(type(current), value or {}, f"{where}{name}.", current)
         else:
             kwargs[name] = value
-    return cls(**kwargs)
+    return dataclasses.replace(obj, **kwargs)
 
 
 def _set_path(data: dict[str, Any], item: str) -> None:

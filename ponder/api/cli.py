@@ -183,10 +183,8 @@ def make_runner(config: PonderConfig) -> Any:
 
 
 def load_problems(spec: str, limit: int | None) -> list[Problem]:
-    try:
-        from ponder.tasks.datasets import load_problems as load
-    except ImportError:
-        load = _fallback_load_problems
+    from ponder.tasks.datasets import load_problems as load
+
     try:
         problems = list(load(spec, limit=limit))
     except ValueError as e:  # DatasetError is a ValueError
@@ -201,21 +199,6 @@ def load_problems(spec: str, limit: int | None) -> list[Problem]:
             raise CliError(f"dataset {spec} has a duplicate problem id {p.id!r}")
         seen.add(p.id)
     return problems
-
-
-def _fallback_load_problems(spec: str, limit: int | None = None) -> list[Problem]:
-    """arith:N only, until `ponder.tasks.datasets` is available."""
-    from ponder.tasks.arith.problems import generate
-
-    if not spec.startswith("arith:"):
-        raise ValueError(f"dataset {spec!r}: only arith:N is available in this build")
-    try:
-        n = int(spec.split(":", 1)[1])
-    except ValueError:
-        raise ValueError(f"bad dataset spec {spec!r}: use arith:N") from None
-    if n <= 0:
-        raise ValueError(f"bad dataset spec {spec!r}: N must be positive")
-    return generate(n if limit is None else min(n, limit))
 
 
 def check_writable(path: Path, what: str) -> None:

@@ -1,5 +1,5 @@
-"""A stand-in engine kind ("fake") over the deterministic fakes of tests/search, registered into
-the engine factory; used only while the `sim` engine is not importable."""
+"""A test-only engine kind ("fake") over the deterministic fakes of tests/search, registered into
+the engine factory: the CLI tests that need its `delay` option (e.g. to interrupt a run) use it."""
 
 from __future__ import annotations
 

@@ -94,7 +94,7 @@ def test_fingerprint_tracks_what_changes_results_only():
     # ...batching, concurrency, the cluster and the API do not.
     assert changed(scheduler={"max_batch": 8, "max_concurrent_searches": 2}) == fp
     assert changed(cluster={"address": "local", "policy_replicas": 4}, api={"port": 9000}) == fp
-    assert changed(policy={"kind": "sim", "max_batch": 4, "device": "cpu"}) == fp
+    assert changed(policy={"max_batch": 4, "device": "cpu"}) == fp
 
 
 def test_fingerprint_follows_the_allocation_table_content(tmp_path):
