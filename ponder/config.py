@@ -54,10 +54,13 @@ class SchedulerConfig:
 
 @dataclass
 class ClusterConfig:
-    address: str | None = None  # None: in-process; "local": a local Ray cluster; else ray address
+    # "local": start a local Ray cluster (127.0.0.1) with the pools on this machine; a Ray address
+    # ("auto", "host:6379", "ray://host:10001") joins a running cluster; "inprocess" (or null): no Ray,
+    # engines in this process (the same results for the same seed; for tests and quick runs).
+    address: str | None = "local"
     policy_replicas: int = 1
     reward_replicas: int = 1
-    gpus_per_replica: float = 0.0  # used only when the cluster has GPUs
+    gpus_per_replica: float = 1.0  # each replica's GPU share, used only when the cluster has GPUs
     cpus_per_replica: float = 1.0
     max_inflight_per_replica: int = 4  # engine calls in flight per replica (each a batch)
     policy_resources: dict[str, float] = field(default_factory=dict)  # e.g. {"policy_node": 1}
@@ -65,6 +68,14 @@ class ClusterConfig:
     dashboard: bool = False
     namespace: str = "ponder"
     restart_timeout_s: float = 60.0  # how long a pool waits for a crashed replica before replacing it
+
+
+    @property
+    def uses_ray(self) -> bool:
+        return bool(self.address) and self.address != IN_PROCESS
+
+
+IN_PROCESS = "inprocess"
 
 
 @dataclass

@@ -27,7 +27,7 @@ import ray
 from ray.exceptions import ActorDiedError, RayActorError
 
 from ponder.actors.engine import EngineInfo, GeneratedStep, ScoreRequest, ScoreResult, StepRequest
-from ponder.actors.replica import EngineBuilder, make_replica
+from ponder.actors.replica import EngineBuilder, actor_options, make_replica
 from ponder.config import ClusterConfig, EngineConfig
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,18 @@ class ReplicaPool:
 
     async def _spawn(self) -> Any:
         handle = make_replica(self.role, self.engine_cfg, self.cluster, self.builder)
-        await asyncio.wait_for(handle.health.remote(), timeout=max(self.health_timeout_s, 120.0))
+        wait = max(self.health_timeout_s, 120.0)
+        try:
+            await asyncio.wait_for(handle.health.remote(), timeout=wait)
+        except asyncio.TimeoutError:
+            # Most often the replica cannot be placed: it asks for more than the cluster has free.
+            ray.kill(handle)
+            asks = {k: v for k, v in actor_options(self.role, self.cluster).items() if k != "max_concurrency"}
+            free = {k: v for k, v in ray.available_resources().items() if not k.startswith(("node:", "object_store"))}
+            raise PoolUnavailable(
+                f"a {self.role} replica did not start within {wait:.0f}s: it asks for {asks} "
+                f"and the cluster has {free} free (set cluster.cpus_per_replica or the replica counts)"
+            ) from None
         return handle
 
     async def _add(self, k: int) -> None:

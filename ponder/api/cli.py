@@ -54,6 +54,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _one_line(e: BaseException) -> str:
+    cause = getattr(e, "cause", None)  # a Ray task error: the remote exception, not its traceback
+    if isinstance(cause, BaseException):
+        e = cause
     text = str(e).strip() or type(e).__name__
     return " ".join(text.split())
 
@@ -530,13 +533,14 @@ def _positive_int(text: str) -> int:
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="YAML config file")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="config override (repeatable)")
-    p.add_argument("--address", metavar="ADDR|local", help="Ray cluster address, or 'local' for a local cluster")
+    p.add_argument("--address", metavar="ADDR|local|inprocess",
+                   help="Ray cluster address; 'local' (default) starts a local cluster; 'inprocess': no Ray")
 
 
 EXAMPLES = """examples:
   ponder eval --dataset arith:100 --strategy best_of_n --strategy beam_search \\
       --budget n=4 --budget n=16 --out results.jsonl --plot acc.png
-  ponder eval --dataset math500.jsonl --strategy auto --budget 8k --out r.jsonl --address local
+  ponder eval --dataset math500.jsonl --strategy auto --budget 8k --out r.jsonl --address auto
   ponder solve "Compute (37 + 48) * 6." --strategy beam_search --budget n=8
   ponder report results.jsonl --plot acc.png
 Running the same eval again resumes it: finished problems are skipped, failed ones retried."""

@@ -9,14 +9,15 @@ from ponder.scheduler import auto as _auto  # noqa: F401  (registers strategy "a
 
 
 def make_runner(config: PonderConfig) -> Any:
-    """A runner for `config`: in-process engines (cluster.address unset) or a Ray scheduler.
+    """A runner for `config`: a Ray scheduler (`cluster.address` "local" or a Ray address) or
+    in-process engines (`cluster.address` "inprocess" or null).
 
     Every runner has `async solve(problem, strategy, budget, params)` and
     `async run(problems, strategy, budget, params)` yielding (problem, result) as they finish.
-    With `cluster.address` set ("local" or a Ray address) it is a `RemoteRunner`, a client of
-    a `SchedulerActor` that hosts the same runner over replica pools.
+    Over Ray it is a `RemoteRunner`, a client of a `SchedulerActor` that hosts the same runner
+    over replica pools.
     """
-    if config.cluster.address:
+    if config.cluster.uses_ray:
         from ponder.scheduler.scheduler import RemoteRunner
 
         return RemoteRunner.start(config)

@@ -17,7 +17,8 @@ def kind() -> str:
 
 @pytest.fixture
 def engine(kind: str) -> list[str]:
-    return ["--set", f"policy.kind={kind}", "--set", f"reward.kind={kind}"]
+    # In-process: the CLI tests are about the CLI; tests/api/test_cli_ray.py runs it over Ray.
+    return ["--set", f"policy.kind={kind}", "--set", f"reward.kind={kind}", "--address", "inprocess"]
 
 
 @pytest.fixture

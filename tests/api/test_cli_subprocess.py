@@ -57,6 +57,7 @@ def test_ctrl_c_leaves_a_valid_file_that_resumes(tmp_path):
     out = tmp_path / "r.jsonl"
     args = [*ponder_command("fake"), "eval", "--dataset", "arith:30", "--budget", "n=2", "--quiet", "--out", str(out)]
     args += ["--set", "policy.kind=fake", "--set", "reward.kind=fake", "--set", "policy.options.delay=[0.05,0.1]"]
+    args += ["--address", "inprocess"]
     slow = [*args, "--set", "scheduler.max_concurrent_searches=2"]
     proc = subprocess.Popen(slow, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -113,5 +113,6 @@ async def test_auto_with_a_job_ledger_runs_remotely(remote):
 def test_make_runner_in_process_without_address():
     cfg = PonderConfig()
     cfg.policy.kind = cfg.reward.kind = "nonexistent"
+    cfg.cluster.address = "inprocess"
     with pytest.raises(Exception, match="nonexistent"):
         make_runner(cfg)  # in-process: builds engines here and fails on the unknown kind
