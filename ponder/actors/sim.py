@@ -23,12 +23,14 @@ Sampling at temperature T with nucleus `top_p` acts as temperature ``T * top_p``
 nucleus cuts the unlikely, mostly wrong, tokens).
 
 Token counts are ``len(text) // 2 + 1`` per text (about what a BPE tokenizer uses on digits
-and short words). Latency, for both engines, is
-``call_overhead_s + per_request_s * len(batch) + per_token_s * tokens`` (tokens generated, or
-scored), slept with `asyncio.sleep`; all zero by default (instant). Rough, unmeasured starting
-points for a vLLM 1.5B policy and a 7B PRM on one H100: policy ``call_overhead_s=0.02,
-per_request_s=0.0005, per_token_s=0.00005``; PRM (prefill only) ``call_overhead_s=0.015,
-per_request_s=0.001, per_token_s=0.00001``.
+and short words). Latency is GPU-like: each engine is one device that runs one batch at a time,
+and calls that arrive while it is busy wait and then run together as the next batch (as vLLM's
+scheduler takes waiting requests into its next step). A batch takes
+``call_overhead_s + per_request_s * requests + per_token_s * tokens + per_step_s * longest``
+seconds (tokens generated or scored in the whole batch; `longest` is the longest output of the
+batch in tokens, i.e. its decode steps, so batching pays), slept with `asyncio.sleep` on the
+running loop's clock; all zero by default (instant). Calibration for a vLLM 1.5B policy and a
+7B PRM on one H100 (assumptions, not measurements) is in `bench/README.md`.
 """
 
 from __future__ import annotations
@@ -66,19 +68,56 @@ def arith_chain(problem: str) -> Chain:
 
 @dataclass
 class Latency:
-    """Seconds per engine call: overhead + per request + per token."""
+    """Seconds per batch: overhead + per request + per token + per decode step."""
 
     call_overhead_s: float = 0.0
     per_request_s: float = 0.0
     per_token_s: float = 0.0
+    per_step_s: float = 0.0
 
-    def seconds(self, requests: int, tokens: int) -> float:
-        return self.call_overhead_s + self.per_request_s * requests + self.per_token_s * tokens
+    def seconds(self, requests: int, tokens: int, longest: int = 0) -> float:
+        return self.call_overhead_s + self.per_request_s * requests + self.per_token_s * tokens + self.per_step_s * longest
 
-    async def wait(self, requests: int, tokens: int) -> None:
-        delay = self.seconds(requests, tokens)
-        if delay > 0:
+    @property
+    def instant(self) -> bool:
+        return not (self.call_overhead_s or self.per_request_s or self.per_token_s or self.per_step_s)
+
+
+class Device:
+    """One simulated accelerator: runs one batch at a time; calls that arrive while it is busy
+    are merged into the next batch. Keeps busy time on the event loop's clock."""
+
+    def __init__(self, latency: Latency):
+        self.latency = latency
+        self._queue: list[tuple[int, int, int, asyncio.Future]] = []
+        self._worker: asyncio.Task | None = None
+        self.busy_s = 0.0
+        self.batches = 0
+        self.requests = 0
+
+    async def run(self, requests: int, tokens: int, longest: int = 0) -> None:
+        if self.latency.instant:
+            self.batches += 1
+            self.requests += requests
+            return
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        self._queue.append((requests, tokens, longest, done))
+        if self._worker is None or self._worker.done():
+            self._worker = loop.create_task(self._drain())
+        await done
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue, []
+            delay = self.latency.seconds(sum(b[0] for b in batch), sum(b[1] for b in batch), max(b[2] for b in batch))
             await asyncio.sleep(delay)
+            self.busy_s += delay
+            self.batches += 1
+            self.requests += sum(b[0] for b in batch)
+            for *_, done in batch:
+                if not done.done():
+                    done.set_result(None)
 
 
 def _options(cls: type, options: dict[str, Any], what: str) -> Any:
@@ -155,6 +194,7 @@ class SimPolicySettings:
     call_overhead_s: float = 0.0
     per_request_s: float = 0.0
     per_token_s: float = 0.0
+    per_step_s: float = 0.0  # per decode step: the longest output of a batch, in tokens
 
     def __post_init__(self) -> None:
         if self.skill <= 0:
@@ -169,7 +209,7 @@ class SimPolicy:
     def __init__(self, settings: SimPolicySettings | None = None, **options: Any) -> None:
         self.settings = settings or _options(SimPolicySettings, options, "sim policy")
         s = self.settings
-        self.latency = Latency(s.call_overhead_s, s.per_request_s, s.per_token_s)
+        self.device = Device(Latency(s.call_overhead_s, s.per_request_s, s.per_token_s, s.per_step_s))
         self._rng = random.Random(s.seed)
 
     @classmethod
@@ -183,8 +223,8 @@ class SimPolicy:
 
     async def generate(self, requests: list[StepRequest]) -> list[list[list[GeneratedStep]]]:
         out = [[self.continuation(req, k) for k in range(req.n)] for req in requests]
-        tokens = sum(step.tokens for per_req in out for cont in per_req for step in cont)
-        await self.latency.wait(len(requests), tokens)
+        lengths = [sum(step.tokens for step in cont) for per_req in out for cont in per_req]
+        await self.device.run(len(requests), sum(lengths), max(lengths, default=0))
         return out
 
     def continuation(self, req: StepRequest, sample: int) -> list[GeneratedStep]:
@@ -300,6 +340,7 @@ class SimRewardSettings:
     call_overhead_s: float = 0.0
     per_request_s: float = 0.0
     per_token_s: float = 0.0
+    per_step_s: float = 0.0  # a PRM only prefills; kept for symmetry with the policy
 
     def __post_init__(self) -> None:
         if not 0.5 <= self.auroc < 1:
@@ -314,7 +355,7 @@ class SimReward:
     def __init__(self, settings: SimRewardSettings | None = None, **options: Any) -> None:
         self.settings = settings or _options(SimRewardSettings, options, "sim reward")
         s = self.settings
-        self.latency = Latency(s.call_overhead_s, s.per_request_s, s.per_token_s)
+        self.device = Device(Latency(s.call_overhead_s, s.per_request_s, s.per_token_s, s.per_step_s))
         self.separation = math.sqrt(2) * NormalDist().inv_cdf(s.auroc)
 
     @classmethod
@@ -328,7 +369,7 @@ class SimReward:
 
     async def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
         out = [self.score_one(req) for req in requests]
-        await self.latency.wait(len(requests), sum(r.tokens for r in out))
+        await self.device.run(len(requests), sum(r.tokens for r in out))
         return out
 
     def score_one(self, req: ScoreRequest) -> ScoreResult:

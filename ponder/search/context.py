@@ -45,7 +45,8 @@ class SearchContext(ABC):
 
         Nodes already scored are not scored again. Scoring goes on after the budget is spent
         (the nodes exist and the search needs their scores to choose), so a search overspends
-        by at most its last expansion and the scoring of it.
+        by at most its last expansion and the scoring of it (for MCTS, its `parallel`
+        expansions in flight, which the scheduler sends as one batch).
         """
 
     @property
