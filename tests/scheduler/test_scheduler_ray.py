@@ -116,3 +116,38 @@ def test_make_runner_in_process_without_address():
     cfg.cluster.address = "inprocess"
     with pytest.raises(Exception, match="nonexistent"):
         make_runner(cfg)  # in-process: builds engines here and fails on the unknown kind
+
+
+async def test_budget_and_early_stop_over_the_pools(ray_local):  # noqa: F811
+    # The job ledger of test_runner_budget.py, but with the searches in the scheduler actor and
+    # their requests batched over replica pools: one batch is the most a search may overspend.
+    one_batch = 8 * 40 * 2  # 8 full level-2 solutions, policy + PRM tokens
+
+    def start(p_correct: float, **sched) -> RemoteRunner:
+        cfg = config()
+        cfg.policy.options["p_correct"] = p_correct
+        for k, v in sched.items():
+            setattr(cfg.scheduler, k, v)
+        return RemoteRunner.start(cfg, build_policy, build_reward)
+
+    bound = start(0.5, max_concurrent_searches=4, job_budget=1600)
+    try:
+        out = await collect(bound, problems(8, level=2), "best_of_n", "n=64")
+        ledger = (await bound.stats())["ledger"]
+        assert ledger["total"] == 1600 and ledger["spent"] <= 1600 + 4 * one_batch
+        assert all(res.compute.cost <= res.meta["grant"] + one_batch for res in out.values())
+    finally:
+        bound.shutdown()
+
+    agree = start(1.0, max_concurrent_searches=1)  # every probe agrees: easy, stops at once
+    try:
+        ps = problems(6, level=2)
+        out = await collect(agree, ps, "auto", "1000")
+        res = [out[p.id] for p in ps]
+        assert all(x.stop_reason == "early_stop" and x.meta["refund"] > 0 and x.correct for x in res)
+        ledger = (await agree.stats())["ledger"]
+        assert ledger["refunded"] == pytest.approx(sum(x.meta["refund"] for x in res))
+        grants = [x.meta["grant"] for x in res]
+        assert grants == sorted(grants) and grants[-1] > grants[0]  # refunds raised later shares
+    finally:
+        agree.shutdown()
