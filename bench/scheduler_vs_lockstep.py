@@ -1,0 +1,206 @@
+"""Ponder's scheduler against a lockstep loop, on simulated GPU pools; and scheduler CPU cost.
+
+Workload: arithmetic problems (`arith:N`), beam search N=16 (beam width 4), on 8 policy and 4 PRM
+simulated replicas (`ponder.actors.sim` engines with the H100 latency calibration below), in one
+process on a virtual clock (`bench.clock`, `bench.simpool`). Both modes run the same search code
+with the same seeds, so they give the same answers; only the order and grouping of engine calls
+differ. The lockstep loop is swept over its batch size and its best time is compared.
+
+Calibration (assumptions for vLLM on one H100 in bf16, not measurements; the arithmetic sim
+writes steps of ~8 tokens, where real MATH steps are ~50-100, so decode steps weigh less here):
+- policy, 1.5B (Qwen2.5-Math-1.5B class): 15 ms per engine call (scheduling, prefix-cache
+  lookup, detokenisation), 0.3 ms per request (prefill of the new step with prefix caching),
+  4 ms per decode step (the batch's longest output; a 1.5B decode step is memory-bound at low
+  batch), 20 us per generated token (compute at large batch, ~50k tokens/s);
+- PRM, 7B (Qwen2.5-Math-PRM-7B class), prefill only, no prefix cache: 10 ms per call, 0.2 ms per
+  request, 40 us per scored token (~14 GFLOP a token at ~350 TFLOP/s effective).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bench.clock import run as run_loop
+from bench.lockstep import run_lockstep
+from bench.simpool import sim_pools
+from ponder.actors.sim import SimPolicy, SimReward
+from ponder.config import PonderConfig
+from ponder.scheduler.runner import Runner
+from ponder.search.types import Problem, SearchResult
+from ponder.tasks.datasets import load_problems
+
+POLICY_H100 = {"call_overhead_s": 0.015, "per_request_s": 0.0003, "per_step_s": 0.004, "per_token_s": 0.00002}
+PRM_H100 = {"call_overhead_s": 0.010, "per_request_s": 0.0002, "per_token_s": 0.00004}
+STRATEGY, BUDGET = "beam_search", "n=16"
+
+
+@dataclass
+class Setup:
+    problems: int = 500
+    policy_replicas: int = 8
+    reward_replicas: int = 4
+    concurrency: int = 256  # the scheduler's max_concurrent_searches
+    time_scale: float = 1.0  # latencies x this (real clock only: keeps a run short)
+    virtual: bool = True
+
+
+def config(concurrency: int) -> PonderConfig:
+    cfg = PonderConfig.from_dict({"policy": {"kind": "sim"}, "reward": {"kind": "sim"}, "cluster": {"address": None}})
+    cfg.search.strategy, cfg.search.budget = STRATEGY, BUDGET
+    cfg.scheduler.max_concurrent_searches = concurrency
+    return cfg
+
+
+def scaled(opts: dict[str, float], k: float) -> dict[str, float]:
+    return {key: v * k for key, v in opts.items()}
+
+
+def summary(mode: str, results: list[SearchResult], wall: float, pools: tuple[Any, Any], setup: Setup,
+            **extra: Any) -> dict[str, Any]:
+    policy, reward = pools
+    sim_wall = wall / setup.time_scale
+    expansions = sum(r.compute.generations for r in results)
+    pb, pr = policy.device_batches(), reward.device_batches()
+    return {
+        "mode": mode,
+        **extra,
+        "wall_s": round(sim_wall, 3),
+        "policy_busy": round(policy.device_busy_s() / (len(policy.engines) * wall), 4),
+        "reward_busy": round(reward.device_busy_s() / (len(reward.engines) * wall), 4),
+        "expansions": expansions,
+        "expansions_per_s": round(expansions / sim_wall, 1),
+        "scored": sum(r.compute.score_calls for r in results),
+        "policy_batches": pb[0],
+        "policy_mean_batch": round(pb[1] / max(1, pb[0]), 1),
+        "reward_batches": pr[0],
+        "reward_mean_batch": round(pr[1] / max(1, pr[0]), 1),
+        "accuracy": round(statistics.mean(bool(r.correct) for r in results), 4),
+        "answers": [r.answer for r in results],
+    }
+
+
+async def _pools(setup: Setup) -> tuple[Any, Any]:
+    return await sim_pools(scaled(POLICY_H100, setup.time_scale), scaled(PRM_H100, setup.time_scale),
+                           setup.policy_replicas, setup.reward_replicas)
+
+
+async def scheduler_run(problems: list[Problem], setup: Setup, concurrency: int) -> dict[str, Any]:
+    pools = await _pools(setup)
+    runner = Runner(*pools, config(concurrency))
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    by_id = {p.id: r async for p, r in runner.run(problems)}
+    wall = loop.time() - t0
+    results = [by_id[p.id] for p in problems]
+    return summary("scheduler", results, wall, pools, setup, concurrency=concurrency)
+
+
+async def lockstep_run(problems: list[Problem], setup: Setup, batch_size: int) -> dict[str, Any]:
+    pools = await _pools(setup)
+    runner = Runner(*pools, config(batch_size))
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    results, phases = await run_lockstep(runner, problems, batch_size, STRATEGY, BUDGET)
+    wall = loop.time() - t0
+    return summary("lockstep", results, wall, pools, setup, batch_size=batch_size, phases=phases)
+
+
+def compare(setup: Setup, batch_sizes: list[int], concurrencies: list[int], log: Any = print) -> dict[str, Any]:
+    problems = load_problems(f"arith:{setup.problems}")
+    lockstep = []
+    for b in batch_sizes:
+        t = time.perf_counter()
+        lockstep.append(run_loop(lockstep_run(problems, setup, b), setup.virtual))
+        log(f"  lockstep batch {b:4d}: {lockstep[-1]['wall_s']:8.2f} s  ({time.perf_counter() - t:.0f} s to run)")
+    sched = []
+    for c in concurrencies:
+        t = time.perf_counter()
+        sched.append(run_loop(scheduler_run(problems, setup, c), setup.virtual))
+        log(f"  scheduler concurrency {c:4d}: {sched[-1]['wall_s']:8.2f} s  ({time.perf_counter() - t:.0f} s to run)")
+    best_l = min(lockstep, key=lambda r: r["wall_s"])
+    best_s = min(sched, key=lambda r: r["wall_s"])
+    same = all(best_s["answers"] == r["answers"] for r in lockstep + sched)
+    for r in lockstep + sched:
+        r.pop("answers")
+    return {
+        "setup": {**setup.__dict__, "strategy": STRATEGY, "budget": BUDGET, "policy_latency": POLICY_H100,
+                  "reward_latency": PRM_H100, "clock": "virtual" if setup.virtual else "real"},
+        "lockstep_sweep": lockstep,
+        "scheduler_sweep": sched,
+        "best_lockstep": best_l,
+        "scheduler": best_s,
+        "speedup": round(best_l["wall_s"] / best_s["wall_s"], 3),
+        "same_answers": same,
+    }
+
+
+# ----- scheduler CPU per expansion, instant engines -----------------------------------------------
+
+
+class _Timed:
+    """Wraps an instant engine and adds up the CPU seconds spent inside it."""
+
+    def __init__(self, engine: Any):
+        self.engine = engine
+        self.cpu_s = 0.0
+        self.device = engine.device
+
+    async def generate(self, requests: list[Any]) -> list[Any]:
+        t = time.process_time()
+        try:
+            return await self.engine.generate(requests)
+        finally:
+            self.cpu_s += time.process_time() - t
+
+    async def score(self, requests: list[Any]) -> list[Any]:
+        t = time.process_time()
+        try:
+            return await self.engine.score(requests)
+        finally:
+            self.cpu_s += time.process_time() - t
+
+    def info(self) -> Any:
+        return self.engine.info()
+
+
+async def _cpu_run(problems: list[Problem], setup: Setup, concurrency: int) -> dict[str, Any]:
+    from bench.simpool import LocalPool
+
+    engines = [_Timed(SimPolicy()) for _ in range(setup.policy_replicas)], [
+        _Timed(SimReward()) for _ in range(setup.reward_replicas)]
+    policy, reward = LocalPool("policy", engines[0]), LocalPool("reward", engines[1])
+    await policy.start()
+    await reward.start()
+    runner = Runner(policy, reward, config(concurrency))
+    w0, c0 = time.perf_counter(), time.process_time()
+    results = [r async for _, r in runner.run(problems)]
+    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    engine_cpu = sum(e.cpu_s for group in engines for e in group)
+    expansions = sum(r.compute.generations for r in results)
+    sched_cpu = cpu - engine_cpu
+    return {
+        "problems": len(problems),
+        "concurrency": concurrency,
+        "expansions": expansions,
+        "scored": sum(r.compute.score_calls for r in results),
+        "wall_s": round(wall, 3),
+        "cpu_s": round(cpu, 3),
+        "engine_cpu_s": round(engine_cpu, 3),
+        "scheduler_cpu_s": round(sched_cpu, 3),
+        "scheduler_cpu_us_per_expansion": round(1e6 * sched_cpu / expansions, 2),
+        "expansions_per_scheduler_cpu_s": round(expansions / sched_cpu, 1),
+        "expansions_per_wall_s": round(expansions / wall, 1),
+    }
+
+
+def scheduler_cpu(setup: Setup, problems: int, concurrency: int = 256, repeats: int = 3) -> dict[str, Any]:
+    """Best of `repeats` (the machine is shared): CPU per expansion of the in-process runner
+    (batching, contexts, pool routing, search code) with zero-latency sim engines; the engines'
+    own CPU is subtracted."""
+    ps = load_problems(f"arith:{problems}")
+    runs = [run_loop(_cpu_run(ps, setup, concurrency), virtual=False) for _ in range(repeats)]
+    return min(runs, key=lambda r: r["scheduler_cpu_us_per_expansion"])

@@ -1,0 +1,72 @@
+"""Simulated replica pools in one process: `ReplicaPool`'s routing over in-process replicas.
+
+Each member is the body of the Ray replica actor (`PolicyReplicaImpl` / `RewardReplicaImpl`)
+hosting one sim engine, called directly instead of through Ray. Routing, affinity, in-flight
+caps and retries are `ReplicaPool`'s own code; only actor creation is replaced. Thirteen Ray
+actors on this machine's two shared cores would make the timings measure CPU contention rather
+than the scheduling, so the benchmark runs the pools in-process on a virtual clock
+(`bench.clock`); the Ray path is the same runner and pool code with `.remote` calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from ponder.actors.pool import ReplicaPool
+from ponder.actors.replica import PolicyReplicaImpl, RewardReplicaImpl
+from ponder.actors.sim import SimPolicy, SimReward
+from ponder.config import ClusterConfig, EngineConfig
+
+
+class _Method:
+    """`handle.method.remote(args)` for an in-process object: the coroutine itself."""
+
+    def __init__(self, fn: Any):
+        self._fn = fn
+
+    def remote(self, *args: Any) -> Any:
+        return self._fn(*args)
+
+
+class _LocalHandle:
+    def __init__(self, impl: Any):
+        for name in ("generate", "score", "health", "stats"):
+            if hasattr(impl, name):
+                setattr(self, name, _Method(getattr(impl, name)))
+
+
+class LocalPool(ReplicaPool):
+    """A `ReplicaPool` whose replicas are in-process engines (given up front, one per replica)."""
+
+    def __init__(self, role: str, engines: list[Any], max_inflight_per_replica: int = 4):
+        cluster = ClusterConfig(address=None, max_inflight_per_replica=max_inflight_per_replica)
+        super().__init__(role, EngineConfig(kind="sim"), cluster)
+        self.engines = list(engines)
+        self._next: Iterator[Any] = iter(self.engines)
+
+    async def start(self, n: int | None = None) -> LocalPool:
+        await super().start(len(self.engines) if n is None else n)
+        return self
+
+    async def _spawn(self) -> Any:  # replaces actor creation; the rest of ReplicaPool is unchanged
+        engine = next(self._next)
+        cls = PolicyReplicaImpl if self.role == "policy" else RewardReplicaImpl
+        return _LocalHandle(cls(self.engine_cfg, self.cap, builder=lambda _cfg, e=engine: e))
+
+    def device_busy_s(self) -> float:
+        """Busy seconds summed over the replicas' simulated devices."""
+        return sum(e.device.busy_s for e in self.engines)
+
+    def device_batches(self) -> tuple[int, int]:
+        return sum(e.device.batches for e in self.engines), sum(e.device.requests for e in self.engines)
+
+
+async def sim_pools(policy_opts: dict[str, Any], reward_opts: dict[str, Any], policy_replicas: int = 8,
+                    reward_replicas: int = 4) -> tuple[LocalPool, LocalPool]:
+    """Started policy and reward pools of fresh sim engines with the given options."""
+    policy = LocalPool("policy", [SimPolicy(**policy_opts) for _ in range(policy_replicas)])
+    reward = LocalPool("reward", [SimReward(**reward_opts) for _ in range(reward_replicas)])
+    await policy.start()
+    await reward.start()
+    return policy, reward
