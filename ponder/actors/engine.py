@@ -7,6 +7,7 @@ and the simulator.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -73,3 +74,41 @@ class RewardEngine(Protocol):
     async def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]: ...
 
     def info(self) -> EngineInfo: ...
+
+
+def rollout_seed(seed: int | None, sample: int, step: int) -> int | None:
+    """A seed per (request seed, sample, step), so a to_end rollout is reproducible and
+    independent of what else is in the batch."""
+    if seed is None:
+        return None
+    return (seed * 1_000_003 + sample * 10_007 + step) % (2**63)
+
+
+class StepwisePolicy:
+    """A policy over a server-style primitive `_steps(req, steps, n, seed)` (n samples of the next
+    step, each request on its own): requests run concurrently (the server batches them), and a
+    to_end rollout is one step per call, so each step keeps its own token limit and count."""
+
+    async def _steps(self, req: StepRequest, steps: list[str], n: int, seed: int | None) -> list[GeneratedStep]:
+        raise NotImplementedError
+
+    async def generate(self, requests: list[StepRequest]) -> list[list[list[GeneratedStep]]]:
+        return list(await asyncio.gather(*(self._request(r) for r in requests)))
+
+    async def _request(self, req: StepRequest) -> list[list[GeneratedStep]]:
+        if req.n < 1 or req.max_step_tokens < 1 or req.max_steps < 1:
+            raise ValueError(
+                f"bad step request: n={req.n}, max_step_tokens={req.max_step_tokens}, max_steps={req.max_steps}"
+            )
+        if not req.to_end:
+            return [[step] for step in await self._steps(req, req.steps, req.n, req.seed)]
+        return list(await asyncio.gather(*(self._rollout(req, i) for i in range(req.n))))
+
+    async def _rollout(self, req: StepRequest, sample: int) -> list[GeneratedStep]:
+        out: list[GeneratedStep] = []
+        for k in range(req.max_steps):
+            (step,) = await self._steps(req, req.steps + [s.text for s in out], 1, rollout_seed(req.seed, sample, k))
+            out.append(step)
+            if step.finished:
+                break
+        return out

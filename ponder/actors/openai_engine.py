@@ -37,7 +37,7 @@ from typing import Any
 import aiohttp
 
 from ponder.actors import hf
-from ponder.actors.engine import EngineInfo, GeneratedStep, ScoreRequest, ScoreResult, StepRequest
+from ponder.actors.engine import EngineInfo, GeneratedStep, ScoreRequest, ScoreResult, StepRequest, StepwisePolicy
 from ponder.config import ConfigError, EngineConfig
 from ponder.search.types import STEP_DELIMITER
 from ponder.tasks.grading import extract_answer
@@ -145,7 +145,7 @@ def _split_tokens(total: int, texts: list[str]) -> list[int]:
     return shares
 
 
-class OpenAIPolicy:
+class OpenAIPolicy(StepwisePolicy):
     def __init__(self, client: _Client, tokenizer: Any | None):
         self.client = client
         self.tokenizer = tokenizer
@@ -174,29 +174,6 @@ class OpenAIPolicy:
         if self.tokenizer is not None:
             return hf.render_prompt(self.tokenizer, problem, steps, delimiter)
         return hf.plain_prompt(problem, steps, delimiter)
-
-    async def generate(self, requests: list[StepRequest]) -> list[list[list[GeneratedStep]]]:
-        return list(await asyncio.gather(*(self._request(r) for r in requests)))
-
-    async def _request(self, req: StepRequest) -> list[list[GeneratedStep]]:
-        if req.n < 1 or req.max_step_tokens < 1 or req.max_steps < 1:
-            raise ValueError(
-                f"bad step request: n={req.n}, max_step_tokens={req.max_step_tokens}, max_steps={req.max_steps}"
-            )
-        if not req.to_end:
-            return [[step] for step in await self._steps(req, req.steps, req.n, req.seed)]
-        return list(await asyncio.gather(*(self._rollout(req, i) for i in range(req.n))))
-
-    async def _rollout(self, req: StepRequest, sample: int) -> list[GeneratedStep]:
-        """to_end: one step per call, so each step keeps its own token limit and count."""
-        out: list[GeneratedStep] = []
-        for k in range(req.max_steps):
-            seed = None if req.seed is None else (req.seed * 1_000_003 + sample * 10_007 + k) % 2**63
-            (step,) = await self._steps(req, req.steps + [s.text for s in out], 1, seed)
-            out.append(step)
-            if step.finished:
-                break
-        return out
 
     async def _steps(self, req: StepRequest, steps: list[str], n: int, seed: int | None) -> list[GeneratedStep]:
         body: dict[str, Any] = {

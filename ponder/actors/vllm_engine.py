@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ponder.actors import hf
-from ponder.actors.engine import EngineInfo, GeneratedStep, ScoreRequest, ScoreResult, StepRequest
+from ponder.actors.engine import EngineInfo, GeneratedStep, ScoreRequest, ScoreResult, StepRequest, StepwisePolicy
 from ponder.config import ConfigError, EngineConfig
 from ponder.search.types import STEP_DELIMITER
 from ponder.tasks.grading import extract_answer
@@ -149,15 +149,7 @@ def _request_id(kind: str) -> str:
     return f"ponder-{kind}-{next(_request_ids)}-{uuid.uuid4().hex[:8]}"
 
 
-def _rollout_seed(seed: int | None, sample: int, step: int) -> int | None:
-    """A seed per (request seed, sample, step) so a to_end rollout is reproducible and
-    independent of what else is in the batch."""
-    if seed is None:
-        return None
-    return (seed * 1_000_003 + sample * 10_007 + step) % (2**63)
-
-
-class VLLMPolicy:
+class VLLMPolicy(StepwisePolicy):
     """The policy on vLLM's AsyncLLM. One engine call per step: `n` samples per request, each
     stopping at the delimiter, EOS or `max_step_tokens`; `to_end` walks each sample step by step
     (prefix caching makes the re-sent prefix nearly free), which keeps each step's limit and
@@ -183,27 +175,6 @@ class VLLMPolicy:
             device="cpu" if _on_cpu() else "cuda",
             extra={"prefix_caching": True, "max_model_len": self.max_model_len},
         )
-
-    async def generate(self, requests: list[StepRequest]) -> list[list[list[GeneratedStep]]]:
-        return list(await asyncio.gather(*(self._request(r) for r in requests)))
-
-    async def _request(self, req: StepRequest) -> list[list[GeneratedStep]]:
-        if req.n < 1 or req.max_step_tokens < 1 or req.max_steps < 1:
-            raise ValueError(
-                f"bad step request: n={req.n}, max_step_tokens={req.max_step_tokens}, max_steps={req.max_steps}"
-            )
-        if not req.to_end:
-            return [[step] for step in await self._steps(req, req.steps, req.n, req.seed)]
-        return list(await asyncio.gather(*(self._rollout(req, i) for i in range(req.n))))
-
-    async def _rollout(self, req: StepRequest, sample: int) -> list[GeneratedStep]:
-        out: list[GeneratedStep] = []
-        for k in range(req.max_steps):
-            (step,) = await self._steps(req, req.steps + [s.text for s in out], 1, _rollout_seed(req.seed, sample, k))
-            out.append(step)
-            if step.finished:
-                break
-        return out
 
     async def _steps(self, req: StepRequest, steps: list[str], n: int, seed: int | None) -> list[GeneratedStep]:
         """`n` samples of the step after `steps`; with a seed, sample i uses seed + i (vLLM's
