@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any
 
 from ponder.config import ClusterConfig, ConfigError
@@ -29,10 +30,23 @@ def ensure_ray(cluster: ClusterConfig, **init_kw: Any) -> None:
             kw.setdefault("dashboard_host", "127.0.0.1")
         ray.init(**kw)
     else:
+        _check_reachable(cluster.address)
         try:
             ray.init(address=cluster.address, **kw)
         except ConnectionError as e:
             raise ConfigError(f"cannot connect to the Ray cluster at {cluster.address!r}: {e}") from None
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast on a GCS address nothing listens on (Ray itself retries for many minutes)."""
+    hostport = address.split("://", 1)[-1]
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto" and other forms: Ray resolves and reports them itself
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise ConfigError(f"cannot connect to the Ray cluster at {address!r}: {e.strerror or e}") from None
 
 
 def node_of(actor: Any) -> str:

@@ -30,3 +30,11 @@ def test_eval_over_local_ray_matches_in_process(tmp_path, run_ponder, monkeypatc
     assert local.returncode == 0, local.stderr
     got, want = by_key(tmp_path / "ray.jsonl"), by_key(tmp_path / "local.jsonl")
     assert len(got) == 12 and got == want
+
+
+def test_an_unreachable_cluster_is_one_line_at_once(tmp_path, run_ponder):
+    out = tmp_path / "r.jsonl"
+    done = run_ponder("eval", "--dataset", "arith:2", "--address", "127.0.0.1:1", "--out", str(out), timeout=30)
+    assert done.returncode == 1
+    assert done.stderr.strip().count("\n") == 0 and "127.0.0.1:1" in done.stderr
+    assert not out.exists() or out.read_text() == ""
