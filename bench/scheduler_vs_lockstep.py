@@ -12,8 +12,9 @@ writes steps of ~8 tokens, where real MATH steps are ~50-100, so decode steps we
   lookup, detokenisation), 0.3 ms per request (prefill of the new step with prefix caching),
   4 ms per decode step (the batch's longest output; a 1.5B decode step is memory-bound at low
   batch), 20 us per generated token (compute at large batch, ~50k tokens/s);
-- PRM, 7B (Qwen2.5-Math-PRM-7B class), prefill only, no prefix cache: 10 ms per call, 0.2 ms per
-  request, 40 us per scored token (~14 GFLOP a token at ~350 TFLOP/s effective).
+- PRM, 7B (Qwen2.5-Math-PRM-7B class), prefill only: 10 ms per call, 0.2 ms per request, 40 us
+  per prefilled token (~14 GFLOP a token at ~350 TFLOP/s effective), with a prefix cache of 100k
+  prefixes per replica (only a node's new step is prefilled when its parent is cached there).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from ponder.search.types import Problem, SearchResult
 from ponder.tasks.datasets import load_problems
 
 POLICY_H100 = {"call_overhead_s": 0.015, "per_request_s": 0.0003, "per_step_s": 0.004, "per_token_s": 0.00002}
-PRM_H100 = {"call_overhead_s": 0.010, "per_request_s": 0.0002, "per_token_s": 0.00004}
+PRM_H100 = {"call_overhead_s": 0.010, "per_request_s": 0.0002, "per_token_s": 0.00004, "prefix_cache": 100_000}
 STRATEGY, BUDGET = "beam_search", "n=16"
 
 
@@ -56,7 +57,7 @@ def config(concurrency: int) -> PonderConfig:
 
 
 def scaled(opts: dict[str, float], k: float) -> dict[str, float]:
-    return {key: v * k for key, v in opts.items()}
+    return {key: v * k if key.endswith("_s") else v for key, v in opts.items()}
 
 
 def summary(mode: str, results: list[SearchResult], wall: float, pools: tuple[Any, Any], setup: Setup,

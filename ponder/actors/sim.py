@@ -39,6 +39,7 @@ import asyncio
 import hashlib
 import math
 import random
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, fields
 from statistics import NormalDist
 from typing import Any
@@ -341,6 +342,11 @@ class SimRewardSettings:
     per_request_s: float = 0.0
     per_token_s: float = 0.0
     per_step_s: float = 0.0  # a PRM only prefills; kept for symmetry with the policy
+    # Prefixes (problem, first k steps) a replica keeps cached, LRU; 0: none. Latency then counts
+    # only the tokens after the longest cached prefix, as vLLM's prefix caching does for a PRM
+    # that is sent the same tree again (what the pools' affinity routing is for). Results and
+    # the reported (budgeted) token counts do not change.
+    prefix_cache: int = 0
 
     def __post_init__(self) -> None:
         if not 0.5 <= self.auroc < 1:
@@ -357,6 +363,7 @@ class SimReward:
         s = self.settings
         self.device = Device(Latency(s.call_overhead_s, s.per_request_s, s.per_token_s, s.per_step_s))
         self.separation = math.sqrt(2) * NormalDist().inv_cdf(s.auroc)
+        self._cache: OrderedDict[tuple, None] = OrderedDict()
 
     @classmethod
     def from_config(cls, cfg: EngineConfig) -> SimReward:
@@ -369,8 +376,22 @@ class SimReward:
 
     async def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
         out = [self.score_one(req) for req in requests]
-        await self.device.run(len(requests), sum(r.tokens for r in out))
+        tokens = sum(map(self._uncached_tokens, requests)) if self.settings.prefix_cache else sum(r.tokens for r in out)
+        await self.device.run(len(requests), tokens)
         return out
+
+    def _uncached_tokens(self, req: ScoreRequest) -> int:
+        """Tokens to prefill after the longest cached prefix of `req`; caches its prefixes."""
+        keys = [(req.problem,)]
+        for step in req.steps:
+            keys.append((keys[-1], step))
+        hit = max((k for k, key in enumerate(keys) if key in self._cache), default=-1)
+        for key in keys:
+            self._cache[key] = None
+            self._cache.move_to_end(key)
+        while len(self._cache) > self.settings.prefix_cache:
+            self._cache.popitem(last=False)
+        return (count_tokens(req.problem) if hit < 0 else 0) + sum(count_tokens(st) for st in req.steps[max(hit, 0) :])
 
     def score_one(self, req: ScoreRequest) -> ScoreResult:
         arith_chain(req.problem)

@@ -483,6 +483,8 @@ def cmd_strategies(args: argparse.Namespace) -> int:
         doc = (s.fn.__doc__ or sys.modules[s.fn.__module__].__doc__ or "").strip().split("\n")[0]
         print(f"{name}" + (f": {doc}" if doc else ""))
         for f in dataclasses.fields(s.config_cls):
+            if f.metadata.get("internal"):  # set by the runner, not a user parameter
+                continue
             if f.default is not dataclasses.MISSING:
                 default = repr(f.default)
             elif f.default_factory is not dataclasses.MISSING:

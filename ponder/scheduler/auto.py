@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ponder.config import Budget
@@ -28,8 +28,8 @@ class AutoConfig:
     probe_samples: int = 4
     table: str | None = None  # allocation table YAML; None: the shipped default
     # Set by the runner, not by users: the loaded table and the query's ledger account.
-    allocation: Any = None
-    account: Any = None
+    allocation: Any = field(default=None, metadata={"internal": True})
+    account: Any = field(default=None, metadata={"internal": True})
 
     def validate(self) -> None:
         if self.n is not None and self.n < 1:
