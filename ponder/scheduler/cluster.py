@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from typing import Any
@@ -22,7 +23,8 @@ def ensure_ray(cluster: ClusterConfig, **init_kw: Any) -> None:
     if not cluster.address:
         raise ConfigError("cluster.address is not set: nothing to connect to")
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    kw: dict[str, Any] = {"namespace": cluster.namespace, "log_to_driver": False, **init_kw}
+    # Ray's own start-up chatter (INFO lines, its auth notice) would bury ponder's output.
+    kw: dict[str, Any] = {"namespace": cluster.namespace, "log_to_driver": False, "logging_level": logging.ERROR, **init_kw}
     if cluster.address == "local":
         kw.setdefault("include_dashboard", cluster.dashboard)
         kw.setdefault("_node_ip_address", "127.0.0.1")
