@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 
@@ -274,3 +275,42 @@ async def test_latency_model() -> None:
     t0 = time.perf_counter()
     await SimPolicy().generate(reqs)  # default: instant
     assert time.perf_counter() - t0 < 0.1
+
+
+async def test_device_runs_one_batch_at_a_time_and_merges_waiting_calls() -> None:
+    pol = SimPolicy(call_overhead_s=0.1, per_step_s=0.001)
+    reqs = [StepRequest(p.problem, [], n=2, temperature=0) for p in PROBLEMS[:3]]
+    t0 = time.perf_counter()
+    outs = await asyncio.gather(*(pol.generate([r]) for r in reqs))  # arrive together: one batch
+    took = time.perf_counter() - t0
+    longest = max(s.tokens for out in outs for conts in out for c in conts for s in c)
+    assert pol.device.batches == 1 and pol.device.requests == 3
+    assert pol.device.busy_s == pytest.approx(0.1 + 0.001 * longest)
+    assert took < 0.1 + 0.001 * longest + 0.08, took
+
+    async def late(delay: float) -> float:
+        await asyncio.sleep(delay)
+        await pol.generate(reqs[:1])
+        return time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    first, second = await asyncio.gather(late(0.0), late(0.03))  # the second waits for the first batch
+    assert pol.device.batches == 3
+    assert second >= 0.2 and second - first >= 0.1, (first, second)
+
+
+async def test_prefix_cache_prefills_only_new_steps() -> None:
+    p = PROBLEMS[0].problem
+    [first] = (await SimPolicy().generate([StepRequest(p, [], n=1, temperature=0, to_end=True)]))[0]
+    steps = [s.text for s in first]
+    assert len(steps) >= 2
+    cached, plain = SimReward(per_token_s=1e-4, prefix_cache=100), SimReward(per_token_s=1e-4)
+    for prm in (cached, plain):
+        for k in range(1, len(steps) + 1):  # the same tree, one step deeper each time
+            await prm.score([ScoreRequest(p, steps[:k])])
+    assert cached.device.busy_s == pytest.approx(1e-4 * (count_tokens(p) + sum(map(count_tokens, steps))))
+    full = sum(count_tokens(p) + sum(map(count_tokens, steps[:k])) for k in range(1, len(steps) + 1))
+    assert plain.device.busy_s == pytest.approx(1e-4 * full)
+    a = await cached.score([ScoreRequest(p, steps)])
+    b = await plain.score([ScoreRequest(p, steps)])
+    assert a == b  # the cache changes latency only
