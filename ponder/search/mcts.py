@@ -11,9 +11,10 @@ a virtual loss on its path while it is in flight (pending visits of value 0), wh
 others elsewhere, and takes it off when it backs up. A simulation that reaches a leaf another
 one is expanding waits for that expansion and descends again instead of expanding it twice.
 
-If no simulation reached a finished solution (few simulations for a long problem), the search
-commits to the most-visited path, as AlphaZero picks its move, and completes it greedily; that
-completion is an answer candidate but not part of the tree's statistics.
+At the end the search commits to the most-visited path, as AlphaZero picks its move, and unless
+it already ends in a finished solution completes it greedily; that completion is an answer
+candidate beside the finished leaves (with few simulations for a long problem, the leaves are
+often early, wrong finishes), but not part of the tree's statistics.
 
 Bookkeeping: `visits` of a node = its `own_visits` (simulations that ended at it: its
 evaluation when created and, for a finished solution, every later visit) + its children's visits.
@@ -185,8 +186,7 @@ class Tree:
         finally:  # if one simulation fails, stop the others too (their virtual losses come off)
             for w in workers:
                 w.cancel()
-        if not any(node.terminal and node.answer is not None for node in self.nodes()):
-            await self.complete_most_visited()
+        await self.complete_most_visited()
 
     async def complete_most_visited(self) -> None:
         node = self.root
