@@ -1,0 +1,111 @@
+"""Run the benchmarks and print the figures: ``python -m bench.run [--quick] [what ...]``.
+
+what: ``sched`` (ponder's scheduler vs a lockstep loop on simulated GPU pools), ``cpu`` (scheduler
+CPU per expansion with instant engines), ``auto`` (`auto` vs weighted best-of-64 on the shipped
+tiny models); all three by default. Results go to ``bench/results/<what>.json`` and a markdown
+table to ``bench/results/summary.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TARGETS = {"speedup": 3.0, "busy": 0.9, "expansions_per_cpu_s": 20_000, "token_ratio": 0.25}
+
+
+def _sched(quick: bool) -> dict[str, Any]:
+    from bench.scheduler_vs_lockstep import Setup, compare
+
+    if quick:
+        return compare(Setup(problems=60), [15, 60], [60])
+    return compare(Setup(problems=500), [25, 50, 100, 250, 500], [64, 128, 256, 500])
+
+
+def _cpu(quick: bool) -> dict[str, Any]:
+    from bench.scheduler_vs_lockstep import Setup, scheduler_cpu
+
+    return scheduler_cpu(Setup(), problems=60 if quick else 500, concurrency=256, repeats=1 if quick else 3)
+
+
+def _auto(quick: bool, engine: str) -> dict[str, Any]:
+    from bench.auto_vs_uniform import compare
+
+    if quick:
+        return compare(8, engine, fractions=(0.25, 1.0))
+    return compare(100, engine)
+
+
+def _fmt(x: Any, spec: str = ".2f") -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
+def table(res: dict[str, dict[str, Any]]) -> str:
+    rows = ["| figure | measured | target |", "|---|---|---|"]
+    if "sched" in res:
+        r = res["sched"]
+        s, b = r["scheduler"], r["best_lockstep"]
+        rows += [
+            f"| wall time, lockstep (best batch {b['batch_size']}) / scheduler (concurrency {s['concurrency']}) "
+            f"| {b['wall_s']:.2f} s / {s['wall_s']:.2f} s = **{r['speedup']:.2f}x** | >= 3x |",
+            f"| policy pool busy, scheduler (lockstep) | {s['policy_busy']:.1%} ({b['policy_busy']:.1%}) | >= 90% |",
+            f"| PRM pool busy, scheduler (lockstep) | {s['reward_busy']:.1%} ({b['reward_busy']:.1%}) | >= 90% |",
+            f"| expansions/s (simulated H100 time), scheduler (lockstep) | {s['expansions_per_s']:.0f} "
+            f"({b['expansions_per_s']:.0f}) | |",
+            f"| same answers in every run | {r['same_answers']} | True |",
+        ]
+        sweep = ", ".join(f"{x['batch_size']}: {x['wall_s']:.2f} s" for x in r["lockstep_sweep"])
+        ssweep = ", ".join(f"{x['concurrency']}: {x['wall_s']:.2f} s" for x in r["scheduler_sweep"])
+        rows.append(f"| lockstep sweep (batch: wall) | {sweep} | |")
+        rows.append(f"| scheduler sweep (concurrency: wall) | {ssweep} | |")
+    if "cpu" in res:
+        c = res["cpu"]
+        rows += [
+            f"| scheduler CPU per expansion, instant engines | {c['scheduler_cpu_us_per_expansion']:.1f} us "
+            f"= **{c['expansions_per_scheduler_cpu_s']:.0f} expansions/s** per core | >= 20k/s |",
+            f"| end to end with the sim engines' own CPU | {c['expansions_per_wall_s']:.0f} expansions/s | |",
+        ]
+    if "auto" in res:
+        a = res["auto"]
+        u = a["uniform"]
+        curve = ", ".join(f"{x['tokens_per_problem']:.0f}: {x['accuracy']:.3f}" for x in a["auto"])
+        rows += [
+            f"| best-of-64 ({a['engine']}, {a['problems']} problems): accuracy, tokens/problem "
+            f"| {u['accuracy']:.3f}, {u['tokens_per_problem']:.0f} | |",
+            f"| auto (tokens/problem: accuracy) | {curve} | |",
+            f"| auto tokens to reach best-of-64's accuracy / best-of-64's | **{_fmt(a['token_ratio'])}** | <= 0.25 |",
+        ]
+    return "\n".join(rows) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("what", nargs="*", help="sched, cpu and/or auto (default: all three)")
+    ap.add_argument("--quick", action="store_true", help="a smoke run on small sets (seconds to a minute)")
+    ap.add_argument("--engine", default="hf", choices=["hf", "sim"], help="engines for `auto` (default: shipped hf)")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    args = ap.parse_args(argv)
+    what = args.what or ["sched", "cpu", "auto"]
+    if set(what) - {"sched", "cpu", "auto"}:
+        ap.error(f"unknown benchmark(s) {sorted(set(what) - {'sched', 'cpu', 'auto'})}: use sched, cpu, auto")
+    args.out.mkdir(parents=True, exist_ok=True)
+    suffix = "-quick" if args.quick else ""
+    res: dict[str, dict[str, Any]] = {}
+    for name in what:
+        print(f"== {name}{' (quick)' if args.quick else ''}", flush=True)
+        t = time.perf_counter()
+        res[name] = _sched(args.quick) if name == "sched" else _cpu(args.quick) if name == "cpu" else _auto(
+            args.quick, args.engine)
+        res[name]["bench_s"] = round(time.perf_counter() - t, 1)
+        (args.out / f"{name}{suffix}.json").write_text(json.dumps(res[name], indent=1) + "\n")
+    md = table(res)
+    (args.out / f"summary{suffix}.md").write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
