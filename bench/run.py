@@ -22,8 +22,8 @@ def _sched(quick: bool) -> dict[str, Any]:
     from bench.scheduler_vs_lockstep import Setup, compare
 
     if quick:
-        return compare(Setup(problems=60), [15, 60], [60])
-    return compare(Setup(problems=500), [25, 50, 100, 250, 500], [64, 128, 256, 500])
+        return compare(Setup(problems=60), [15, 60], [60], load=200)
+    return compare(Setup(problems=500), [25, 50, 100, 250, 500], [128, 256, 500], load=2000)
 
 
 def _cpu(quick: bool) -> dict[str, Any]:
@@ -62,6 +62,10 @@ def table(res: dict[str, dict[str, Any]]) -> str:
         ssweep = ", ".join(f"{x['concurrency']}: {x['wall_s']:.2f} s" for x in r["scheduler_sweep"])
         rows.append(f"| lockstep sweep (batch: wall) | {sweep} | |")
         rows.append(f"| scheduler sweep (concurrency: wall) | {ssweep} | |")
+        if r.get("under_load"):
+            u = r["under_load"]
+            rows.append(f"| pools busy under load ({u['concurrency']} searches in flight): policy, PRM "
+                        f"| {u['policy_busy']:.1%}, {u['reward_busy']:.1%} | >= 90% |")
     if "cpu" in res:
         c = res["cpu"]
         rows += [

@@ -63,10 +63,10 @@ class LocalPool(ReplicaPool):
 
 
 async def sim_pools(policy_opts: dict[str, Any], reward_opts: dict[str, Any], policy_replicas: int = 8,
-                    reward_replicas: int = 4) -> tuple[LocalPool, LocalPool]:
+                    reward_replicas: int = 4, max_inflight_per_replica: int = 4) -> tuple[LocalPool, LocalPool]:
     """Started policy and reward pools of fresh sim engines with the given options."""
-    policy = LocalPool("policy", [SimPolicy(**policy_opts) for _ in range(policy_replicas)])
-    reward = LocalPool("reward", [SimReward(**reward_opts) for _ in range(reward_replicas)])
+    policy = LocalPool("policy", [SimPolicy(**policy_opts) for _ in range(policy_replicas)], max_inflight_per_replica)
+    reward = LocalPool("reward", [SimReward(**reward_opts) for _ in range(reward_replicas)], max_inflight_per_replica)
     await policy.start()
     await reward.start()
     return policy, reward
