@@ -186,7 +186,7 @@ class SimPolicySettings:
     skill: float = 1.0  # divides every step's error hazard: 2.0 is a model twice as reliable
     base_hazard: float = 0.002  # per step, whatever its size
     column_hazard: float = 0.004  # per digit column, growing with the square of the width
-    carry_hazard: float = 0.03  # per carry or borrow
+    carry_hazard: float = 0.035  # per carry or borrow
     product_hazard: float = 0.035  # per single-digit product of a multiplication
     temperature_gain: float = 0.6  # sampling at temperature T multiplies the hazard by 1 + gain * T
     hardness_spread: float = 0.6  # sigma of the log-normal per-prefix hardness all samples share

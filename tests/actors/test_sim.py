@@ -216,7 +216,7 @@ async def test_early_answer_ends_a_wrong_solution() -> None:
         assert prefix_labels(p.problem, [s.text for s in c])[-1] is False
 
 
-async def trajectories(n_problems: int = 60) -> list[tuple[str, list[str]]]:
+async def trajectories(n_problems: int = 150) -> list[tuple[str, list[str]]]:
     problems = generate(n_problems, seed=9)
     out = await SimPolicy(skill=0.5).generate(
         [StepRequest(p.problem, [], n=4, temperature=1.0, to_end=True, seed=4) for p in problems]

@@ -1,0 +1,184 @@
+"""The shipped arithmetic policy + PRM under every search strategy: accuracy versus compute.
+
+    python bench/arith_eval.py            # writes bench/results/arith_eval.{json,md,png}
+
+Runs `ponder eval` (in-process engines, the shipped `hf` models, one CPU thread) on a held-out
+seeded set in three difficulty bins (levels 1, 3, 5). Cheap rows run on every problem; the wide
+searches (n=64, beam, DVTS, MCTS, REBASE) on the first `--search-problems` of them, which cycle
+through the bins, so table B compares every row on the same problems. MCTS and REBASE get a
+token cap matched to weighted best-of-64's mean tokens. Per-row results files under
+bench/results/arith_eval/ make a rerun resume instead of starting over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # the CPUs are shared; one thread per job
+
+ROOT = Path(__file__).resolve().parents[1]
+BINS = {"1": "easy (L1)", "3": "medium (L3)", "5": "hard (L5)"}
+
+# (label, strategy, budget, params, on every problem?)
+ROWS = [
+    ("greedy", "greedy", "n=1", {}, True),
+    ("majority@16", "best_of_n", "n=16", {"selection": "majority"}, True),
+    ("weighted BoN@4", "best_of_n", "n=4", {}, True),
+    ("weighted BoN@16", "best_of_n", "n=16", {}, True),
+    ("weighted BoN@64", "best_of_n", "n=64", {}, False),
+    ("beam@16", "beam_search", "n=16", {}, False),
+    ("beam@64", "beam_search", "n=64", {}, False),
+    ("DVTS@64", "dvts", "n=64", {}, False),
+    ("MCTS (matched)", "mcts", "matched", {}, False),
+    ("REBASE (matched)", "rebase", "matched", {}, False),
+]
+
+
+def run_row(label, strategy, budget, params, dataset, limit, out_dir: Path, quiet: bool) -> list[dict]:
+    from ponder.api import cli
+
+    path = out_dir / (label.replace(" ", "_").replace("@", "_at_").replace("(", "").replace(")", "") + ".jsonl")
+    argv = ["eval", "--dataset", dataset, "--strategy", strategy, "--budget", budget, "--out", str(path)]
+    argv += ["--address", "inprocess", "--quiet"] if quiet else ["--address", "inprocess"]
+    if limit:
+        argv += ["--limit", str(limit)]
+    # wide batches: many concurrent searches keep the single-threaded engines busy
+    for key, value in [
+        ("scheduler.max_concurrent_searches", 64),
+        ("scheduler.max_batch", 128),
+        ("policy.max_batch", 128),
+        ("reward.max_batch", 128),
+        *((f"search.params.{k}", v) for k, v in params.items()),
+    ]:
+        argv += ["--set", f"{key}={value}"]
+    t0 = time.time()
+    code = cli.main(argv)
+    if code != 0:
+        raise SystemExit(f"{label}: ponder eval exited {code}")
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    print(f"{label}: {len(records)} results ({time.time() - t0:.0f}s)", file=sys.stderr, flush=True)
+    return records
+
+
+def summarize(label: str, records: list[dict], ids: set[str] | None = None) -> dict:
+    recs = [r for r in records if ids is None or r["id"] in ids]
+    by_bin = {}
+    for lv in BINS:
+        sub = [r for r in recs if str(r["level"]) == lv]
+        by_bin[lv] = sum(bool(r["correct"]) for r in sub) / len(sub) if sub else None
+    return {
+        "row": label,
+        "budget": recs[0]["budget"] if recs else None,
+        "problems": len(recs),
+        "accuracy": sum(bool(r["correct"]) for r in recs) / max(1, len(recs)),
+        "by_bin": by_bin,
+        "mean_tokens": sum(r["compute"]["cost"] for r in recs) / max(1, len(recs)),
+        "mean_wall_s": sum(r["wall_time"] for r in recs) / max(1, len(recs)),
+        "errors": sum(r.get("stop_reason") == "error" for r in recs),
+    }
+
+
+def table(rows: list[dict]) -> str:
+    head = "| row | budget | problems | " + " | ".join(BINS.values()) + " | all | mean tokens |"
+    out = [head, "|" + "---|" * (5 + len(BINS))]
+    for r in rows:
+        bins = " | ".join("-" if r["by_bin"][lv] is None else f"{100 * r['by_bin'][lv]:.1f}" for lv in BINS)
+        out.append(f"| {r['row']} | {r['budget']} | {r['problems']} | {bins} | {100 * r['accuracy']:.1f} | {r['mean_tokens']:.0f} |")
+    return "\n".join(out)
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    from ponder.api import report
+
+    family = {"greedy": "greedy", "majority": "majority", "weighted": "weighted BoN", "beam": "beam search"}
+    plot_rows = []
+    for r in rows:
+        name = next((v for k, v in family.items() if r["row"].startswith(k)), r["row"].split("@")[0].split(" (")[0])
+        row = report.Row(name, r["row"].split("@")[-1] if "@" in r["row"] else r["budget"], problems=r["problems"])
+        row.graded, row.correct = r["problems"], round(r["accuracy"] * r["problems"])
+        row.mean_tokens = r["mean_tokens"]
+        plot_rows.append(row)
+    report.plot(plot_rows, path, title=title)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--problems", type=int, default=300, help="held-out problems, cycling through the bins")
+    ap.add_argument("--search-problems", type=int, default=60, help="the first K run the wide searches")
+    ap.add_argument("--seed", type=int, default=777)
+    ap.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--only", action="append", help="run only these rows (labels); the summary reads every file")
+    ap.add_argument("--progress", action="store_true")
+    args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)
+    out_dir = Path(args.out_dir)
+    runs = out_dir / "arith_eval"
+    runs.mkdir(parents=True, exist_ok=True)
+    dataset = f"arith:{args.problems}:seed={args.seed}:levels={','.join(BINS)}"
+    results: dict[str, list[dict]] = {}
+    t0 = time.time()
+    matched = None
+    for label, strategy, budget, params, every in ROWS:
+        if budget == "matched":
+            if matched is None:
+                continue
+            budget = f"n=64,tokens={matched}"
+        if args.only and label not in args.only:
+            path = runs / (label.replace(" ", "_").replace("@", "_at_").replace("(", "").replace(")", "") + ".jsonl")
+            if path.exists():
+                results[label] = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        else:
+            results[label] = run_row(
+                label, strategy, budget, params, dataset, None if every else args.search_problems, runs, not args.progress
+            )
+        if label == "weighted BoN@64" and results.get(label):
+            matched = round(summarize(label, results[label])["mean_tokens"])
+    from ponder.tasks.datasets import load_problems
+
+    subset = {p.id for p in load_problems(dataset, limit=args.search_problems)}
+    full = [summarize(lb, recs) for lb, recs in results.items() if len(recs) >= args.problems]
+    same = [summarize(lb, recs, subset) for lb, recs in results.items()]
+    policy_eval = ROOT / "models" / "arith-policy" / "eval.json"
+    auroc = json.loads(policy_eval.read_text()).get("prm_step_auroc") if policy_eval.exists() else None
+    summary = {
+        "dataset": dataset,
+        "search_problems": args.search_problems,
+        "matched_tokens": matched,
+        "prm_step_auroc": auroc,
+        "seconds": round(time.time() - t0),
+        "all_problems": full,
+        "search_subset": same,
+    }
+    (out_dir / "arith_eval.json").write_text(json.dumps(summary, indent=1) + "\n")
+    md = [
+        "# Arithmetic eval: shipped policy + PRM",
+        "",
+        f"`python bench/arith_eval.py` — dataset `{dataset}` (in-process `hf` engines, one CPU thread,",
+        "T=0.8, seeded). Accuracy in %; tokens = policy tokens + PRM tokens per problem (`compute.cost`).",
+        f"MCTS and REBASE: n=64 with a token cap of {matched} (weighted BoN@64's mean tokens).",
+        "",
+        f"## A. All {args.problems} problems ({args.problems // len(BINS)} per bin)",
+        "",
+        table(full),
+        "",
+        f"## B. Every row on the first {args.search_problems} problems ({args.search_problems // len(BINS)} per bin)",
+        "",
+        table(same),
+        "",
+    ]
+    if auroc is not None:
+        md += [f"PRM step AUROC against exact prefix labels (models/arith-policy/eval.json): **{auroc:.3f}**.", ""]
+    (out_dir / "arith_eval.md").write_text("\n".join(md))
+    plot(same, out_dir / "arith_eval.png", f"arithmetic (first {args.search_problems}): accuracy vs compute")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
