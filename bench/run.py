@@ -3,7 +3,7 @@
 what: ``sched`` (ponder's scheduler vs a lockstep loop on simulated GPU pools), ``cpu`` (scheduler
 CPU per expansion with instant engines), ``auto`` (`auto` vs weighted best-of-64 on the shipped
 tiny models); all three by default. Results go to ``bench/results/<what>.json`` and a markdown
-table to ``bench/results/summary.md``.
+table of all results there (from this run or earlier ones) to ``bench/results/summary.md``.
 """
 
 from __future__ import annotations
@@ -29,15 +29,20 @@ def _sched(quick: bool) -> dict[str, Any]:
 def _cpu(quick: bool) -> dict[str, Any]:
     from bench.scheduler_vs_lockstep import Setup, scheduler_cpu
 
-    return scheduler_cpu(Setup(), problems=60 if quick else 500, concurrency=256, repeats=1 if quick else 3)
+    out = scheduler_cpu(Setup(), problems=60 if quick else 500, concurrency=256, repeats=1 if quick else 3)
+    if not quick:  # the Ray actor path too: a local cluster, one instant replica per pool
+        from bench.ray_cpu import ray_scheduler_cpu
+
+        out["ray_actor"] = ray_scheduler_cpu()
+    return out
 
 
-def _auto(quick: bool, engine: str) -> dict[str, Any]:
+def _auto(quick: bool, engine: str, problems: int) -> dict[str, Any]:
     from bench.auto_vs_uniform import compare
 
     if quick:
         return compare(8, engine, fractions=(0.25, 1.0))
-    return compare(100, engine)
+    return compare(problems, engine)
 
 
 def _fmt(x: Any, spec: str = ".2f") -> str:
@@ -63,9 +68,11 @@ def table(res: dict[str, dict[str, Any]]) -> str:
         rows.append(f"| lockstep sweep (batch: wall) | {sweep} | |")
         rows.append(f"| scheduler sweep (concurrency: wall) | {ssweep} | |")
         if r.get("under_load"):
-            u = r["under_load"]
-            rows.append(f"| pools busy under load ({u['concurrency']} searches in flight): policy, PRM "
-                        f"| {u['policy_busy']:.1%}, {u['reward_busy']:.1%} | >= 90% |")
+            u, v = r["under_load"], r["under_load"]["balanced_split"]
+            rows.append(f"| pools busy under load, steady state ({u['concurrency']} searches; 8 policy / 4 PRM): "
+                        f"policy, PRM | {u['steady_policy_busy']:.1%}, {u['steady_reward_busy']:.1%} | >= 90% |")
+            rows.append(f"| same load, replicas split by demand ({v['policy_replicas']} policy / {v['reward_replicas']} PRM)"
+                        f": policy, PRM | {v['steady_policy_busy']:.1%}, {v['steady_reward_busy']:.1%} | >= 90% |")
     if "cpu" in res:
         c = res["cpu"]
         rows += [
@@ -73,6 +80,11 @@ def table(res: dict[str, dict[str, Any]]) -> str:
             f"= **{c['expansions_per_scheduler_cpu_s']:.0f} expansions/s** per core | >= 20k/s |",
             f"| end to end with the sim engines' own CPU | {c['expansions_per_wall_s']:.0f} expansions/s | |",
         ]
+        if c.get("ray_actor"):
+            ra = c["ray_actor"]
+            rows.append(f"| Ray SchedulerActor CPU per expansion (incl. Ray calls to the replicas) "
+                        f"| {ra['actor_cpu_us_per_expansion']:.1f} us = **{ra['expansions_per_actor_cpu_s']:.0f} "
+                        f"expansions/s** | >= 20k/s |")
     if "auto" in res:
         a = res["auto"]
         u = a["uniform"]
@@ -91,6 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("what", nargs="*", help="sched, cpu and/or auto (default: all three)")
     ap.add_argument("--quick", action="store_true", help="a smoke run on small sets (seconds to a minute)")
     ap.add_argument("--engine", default="hf", choices=["hf", "sim"], help="engines for `auto` (default: shipped hf)")
+    ap.add_argument("--auto-problems", type=int, default=64, help="problems for `auto` (default 64: ~5 min on CPU)")
     ap.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     args = ap.parse_args(argv)
     what = args.what or ["sched", "cpu", "auto"]
@@ -103,10 +116,14 @@ def main(argv: list[str] | None = None) -> None:
         print(f"== {name}{' (quick)' if args.quick else ''}", flush=True)
         t = time.perf_counter()
         res[name] = _sched(args.quick) if name == "sched" else _cpu(args.quick) if name == "cpu" else _auto(
-            args.quick, args.engine)
+            args.quick, args.engine, args.auto_problems)
         res[name]["bench_s"] = round(time.perf_counter() - t, 1)
         (args.out / f"{name}{suffix}.json").write_text(json.dumps(res[name], indent=1) + "\n")
-    md = table(res)
+    for name in ("sched", "cpu", "auto"):  # the table also shows earlier results of the parts not run now
+        path = args.out / f"{name}{suffix}.json"
+        if name not in res and path.exists():
+            res[name] = json.loads(path.read_text())
+    md = table({k: res[k] for k in ("sched", "cpu", "auto") if k in res})
     (args.out / f"summary{suffix}.md").write_text(md)
     print(md)
 
