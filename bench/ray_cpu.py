@@ -21,7 +21,7 @@ def ray_scheduler_cpu(problems: int = 200, concurrency: int = 256, replicas: int
 
     from ponder.scheduler.scheduler import RemoteRunner
 
-    cfg = config(concurrency, max_batch=512)
+    cfg = config(concurrency)
     cfg.cluster.address = "local"
     cfg.cluster.policy_replicas = cfg.cluster.reward_replicas = replicas
     cfg.cluster.max_inflight_per_replica = 64

@@ -14,12 +14,14 @@ writes steps of ~8 tokens, where real MATH steps are ~50-100, so decode steps we
   batch), 20 us per generated token (compute at large batch, ~50k tokens/s);
 - PRM, 7B (Qwen2.5-Math-PRM-7B class), prefill only: 10 ms per call, 0.2 ms per request, 40 us
   per prefilled token (~14 GFLOP a token at ~350 TFLOP/s effective), with a prefix cache of 100k
-  prefixes per replica (only a node's new step is prefilled when its parent is cached there).
+  prefixes per replica (only a node's new step is prefilled when its parent is cached there);
+- both: at most 256 sequences a batch (vLLM's `max_num_seqs`); the rest waits for the next batch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import statistics
 import time
 from dataclasses import dataclass
@@ -34,8 +36,10 @@ from ponder.scheduler.runner import Runner
 from ponder.search.types import Problem, SearchResult
 from ponder.tasks.datasets import load_problems
 
-POLICY_H100 = {"call_overhead_s": 0.015, "per_request_s": 0.0003, "per_step_s": 0.004, "per_token_s": 0.00002}
-PRM_H100 = {"call_overhead_s": 0.010, "per_request_s": 0.0002, "per_token_s": 0.00004, "prefix_cache": 100_000}
+POLICY_H100 = {"call_overhead_s": 0.015, "per_request_s": 0.0003, "per_step_s": 0.004, "per_token_s": 0.00002,
+               "max_batch_seqs": 256}
+PRM_H100 = {"call_overhead_s": 0.010, "per_request_s": 0.0002, "per_token_s": 0.00004, "prefix_cache": 100_000,
+            "max_batch_seqs": 256}
 STRATEGY, BUDGET = "beam_search", "n=16"
 
 
@@ -49,7 +53,7 @@ class Setup:
     # sim device does, so a replica should take many; ClusterConfig's default of 4 makes later
     # calls queue outside the engine and miss the next batch (~20% slower here).
     max_inflight_per_replica: int = 64
-    max_batch: int = 512  # the scheduler's batcher: requests per pool call
+    max_batch: int = 64  # the scheduler's batcher: requests per pool call (SchedulerConfig's default)
     time_scale: float = 1.0  # latencies x this (real clock only: keeps a run short)
     virtual: bool = True
 
@@ -100,10 +104,22 @@ async def scheduler_run(problems: list[Problem], setup: Setup, concurrency: int)
     runner = Runner(*pools, config(concurrency, setup.max_batch))
     loop = asyncio.get_running_loop()
     t0 = loop.time()
-    by_id = {p.id: r async for p, r in runner.run(problems)}
+    # Snapshots when 10% and 90% of the searches have finished: busy fractions in between are the
+    # steady state, without the ramp-up and the tail of the job.
+    marks = {max(1, len(problems) // 10): None, max(1, len(problems) * 9 // 10): None}
+    by_id = {}
+    async for p, r in runner.run(problems):
+        by_id[p.id] = r
+        if len(by_id) in marks:
+            marks[len(by_id)] = (loop.time(), pools[0].device_busy_s(), pools[1].device_busy_s())
     wall = loop.time() - t0
     results = [by_id[p.id] for p in problems]
-    return summary("scheduler", results, wall, pools, setup, concurrency=concurrency)
+    (ta, pa, ra), (tb, pb, rb) = marks.values()
+    steady = {}
+    if tb > ta:
+        steady = {"steady_policy_busy": round((pb - pa) / (len(pools[0].engines) * (tb - ta)), 4),
+                  "steady_reward_busy": round((rb - ra) / (len(pools[1].engines) * (tb - ta)), 4)}
+    return summary("scheduler", results, wall, pools, setup, concurrency=concurrency, **steady)
 
 
 async def lockstep_run(problems: list[Problem], setup: Setup, batch_size: int) -> dict[str, Any]:
@@ -134,10 +150,25 @@ def compare(setup: Setup, batch_sizes: list[int], concurrencies: list[int], load
     under_load = None
     if load:
         t = time.perf_counter()
-        under_load = run_loop(scheduler_run(load_problems(f"arith:{load}:seed=1"), setup, load), setup.virtual)
-        under_load.pop("answers")
-        log(f"  scheduler under load ({load} searches): policy busy {under_load['policy_busy']:.1%}, "
-            f"PRM busy {under_load['reward_busy']:.1%}  ({time.perf_counter() - t:.0f} s to run)")
+        heavy = load_problems(f"arith:{load}:seed=1")
+        under_load = run_loop(scheduler_run(heavy, setup, load), setup.virtual)
+        log(f"  scheduler under load ({load} searches): policy busy {under_load['steady_policy_busy']:.1%}, "
+            f"PRM busy {under_load['steady_reward_busy']:.1%} (steady state)  ({time.perf_counter() - t:.0f} s to run)")
+        # The same replicas split in proportion to the demand the run just measured.
+        total = setup.policy_replicas + setup.reward_replicas
+        demand_p = under_load["steady_policy_busy"] * setup.policy_replicas
+        demand_r = under_load["steady_reward_busy"] * setup.reward_replicas
+        p = min(total - 1, max(1, round(total * demand_p / (demand_p + demand_r))))
+        split = dataclasses.replace(setup, policy_replicas=p, reward_replicas=total - p)
+        t = time.perf_counter()
+        same = p == setup.policy_replicas
+        balanced = dict(under_load) if same else run_loop(scheduler_run(heavy, split, load), setup.virtual)
+        balanced.update(policy_replicas=p, reward_replicas=total - p)
+        log(f"  ... with {p} policy / {total - p} PRM replicas: policy busy {balanced['steady_policy_busy']:.1%}, "
+            f"PRM busy {balanced['steady_reward_busy']:.1%}  ({time.perf_counter() - t:.0f} s to run)")
+        for r in (under_load, balanced):
+            r.pop("answers", None)
+        under_load["balanced_split"] = balanced
     best_l = min(lockstep, key=lambda r: r["wall_s"])
     best_s = min(sched, key=lambda r: r["wall_s"])
     same = all(best_s["answers"] == r["answers"] for r in lockstep + sched)

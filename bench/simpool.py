@@ -10,6 +10,7 @@ than the scheduling, so the benchmark runs the pools in-process on a virtual clo
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -55,8 +56,9 @@ class LocalPool(ReplicaPool):
         return _LocalHandle(cls(self.engine_cfg, self.cap, builder=lambda _cfg, e=engine: e))
 
     def device_busy_s(self) -> float:
-        """Busy seconds summed over the replicas' simulated devices."""
-        return sum(e.device.busy_s for e in self.engines)
+        """Busy seconds so far, summed over the replicas' simulated devices."""
+        now = asyncio.get_running_loop().time()
+        return sum(e.device.busy_seconds(now) for e in self.engines)
 
     def device_batches(self) -> tuple[int, int]:
         return sum(e.device.batches for e in self.engines), sum(e.device.requests for e in self.engines)

@@ -84,41 +84,85 @@ class Latency:
         return not (self.call_overhead_s or self.per_request_s or self.per_token_s or self.per_step_s)
 
 
+@dataclass
+class _Call:
+    requests: float
+    tokens: float
+    longest: int
+    seqs: int  # sequences still to run (samples for a policy, requests for a PRM)
+    done: asyncio.Future
+
+
 class Device:
     """One simulated accelerator: runs one batch at a time; calls that arrive while it is busy
-    are merged into the next batch. Keeps busy time on the event loop's clock."""
+    are merged into the next batch, up to `max_seqs` sequences a batch (0: no limit; vLLM's
+    `max_num_seqs`): a call over the limit runs in parts and returns when its last part is done.
+    Keeps busy time on the event loop's clock."""
 
-    def __init__(self, latency: Latency):
+    def __init__(self, latency: Latency, max_seqs: int = 0):
         self.latency = latency
-        self._queue: list[tuple[int, int, int, asyncio.Future]] = []
+        self.max_seqs = max_seqs
+        self._queue: list[_Call] = []
         self._worker: asyncio.Task | None = None
-        self.busy_s = 0.0
+        self.busy_s = 0.0  # finished batches
+        self._running: tuple[float, float] | None = None  # (start, seconds) of the batch running now
         self.batches = 0
         self.requests = 0
 
-    async def run(self, requests: int, tokens: int, longest: int = 0) -> None:
+    def busy_seconds(self, now: float) -> float:
+        """Busy time up to `now` (the loop's clock), counting the running batch's part."""
+        if self._running is None:
+            return self.busy_s
+        start, delay = self._running
+        return self.busy_s + min(max(0.0, now - start), delay)
+
+    async def run(self, requests: int, tokens: int, longest: int = 0, seqs: int | None = None) -> None:
         if self.latency.instant:
             self.batches += 1
             self.requests += requests
             return
         loop = asyncio.get_running_loop()
-        done = loop.create_future()
-        self._queue.append((requests, tokens, longest, done))
+        call = _Call(requests, tokens, longest, max(1, requests if seqs is None else seqs), loop.create_future())
+        self._queue.append(call)
         if self._worker is None or self._worker.done():
             self._worker = loop.create_task(self._drain())
-        await done
+        await call.done
+
+    def _take(self) -> tuple[list[_Call], float, float, int]:
+        """The next batch: whole calls in arrival order, the last one cut to fit `max_seqs`."""
+        room = self.max_seqs or float("inf")
+        finished: list[_Call] = []
+        requests = tokens = 0.0
+        longest = 0
+        while self._queue and room > 0:
+            call = self._queue[0]
+            part = min(1.0, room / call.seqs)
+            requests += call.requests * part
+            tokens += call.tokens * part
+            longest = max(longest, call.longest)
+            if part < 1.0:  # the rest waits for the next batch
+                take = int(room)
+                call.requests -= call.requests * part
+                call.tokens -= call.tokens * part
+                call.seqs -= take
+                break
+            room -= call.seqs
+            finished.append(self._queue.pop(0))
+        return finished, requests, tokens, longest
 
     async def _drain(self) -> None:
         while self._queue:
-            batch, self._queue = self._queue, []
-            delay = self.latency.seconds(sum(b[0] for b in batch), sum(b[1] for b in batch), max(b[2] for b in batch))
+            finished, requests, tokens, longest = self._take()
+            delay = self.latency.seconds(requests, tokens, longest)  # type: ignore[arg-type]
+            self._running = (asyncio.get_running_loop().time(), delay)
             await asyncio.sleep(delay)
+            self._running = None
             self.busy_s += delay
             self.batches += 1
-            self.requests += sum(b[0] for b in batch)
-            for *_, done in batch:
-                if not done.done():
-                    done.set_result(None)
+            self.requests += round(requests)
+            for call in finished:
+                if not call.done.done():
+                    call.done.set_result(None)
 
 
 def _options(cls: type, options: dict[str, Any], what: str) -> Any:
@@ -196,6 +240,7 @@ class SimPolicySettings:
     per_request_s: float = 0.0
     per_token_s: float = 0.0
     per_step_s: float = 0.0  # per decode step: the longest output of a batch, in tokens
+    max_batch_seqs: int = 0  # sequences (samples) a batch holds, as vLLM's max_num_seqs; 0: no limit
 
     def __post_init__(self) -> None:
         if self.skill <= 0:
@@ -210,7 +255,7 @@ class SimPolicy:
     def __init__(self, settings: SimPolicySettings | None = None, **options: Any) -> None:
         self.settings = settings or _options(SimPolicySettings, options, "sim policy")
         s = self.settings
-        self.device = Device(Latency(s.call_overhead_s, s.per_request_s, s.per_token_s, s.per_step_s))
+        self.device = Device(Latency(s.call_overhead_s, s.per_request_s, s.per_token_s, s.per_step_s), s.max_batch_seqs)
         self._rng = random.Random(s.seed)
 
     @classmethod
@@ -225,7 +270,7 @@ class SimPolicy:
     async def generate(self, requests: list[StepRequest]) -> list[list[list[GeneratedStep]]]:
         out = [[self.continuation(req, k) for k in range(req.n)] for req in requests]
         lengths = [sum(step.tokens for step in cont) for per_req in out for cont in per_req]
-        await self.device.run(len(requests), sum(lengths), max(lengths, default=0))
+        await self.device.run(len(requests), sum(lengths), max(lengths, default=0), len(lengths))
         return out
 
     def continuation(self, req: StepRequest, sample: int) -> list[GeneratedStep]:
@@ -342,6 +387,7 @@ class SimRewardSettings:
     per_request_s: float = 0.0
     per_token_s: float = 0.0
     per_step_s: float = 0.0  # a PRM only prefills; kept for symmetry with the policy
+    max_batch_seqs: int = 0  # trajectories a batch holds; 0: no limit
     # Prefixes (problem, first k steps) a replica keeps cached, LRU; 0: none. Latency then counts
     # only the tokens after the longest cached prefix, as vLLM's prefix caching does for a PRM
     # that is sent the same tree again (what the pools' affinity routing is for). Results and
@@ -361,7 +407,7 @@ class SimReward:
     def __init__(self, settings: SimRewardSettings | None = None, **options: Any) -> None:
         self.settings = settings or _options(SimRewardSettings, options, "sim reward")
         s = self.settings
-        self.device = Device(Latency(s.call_overhead_s, s.per_request_s, s.per_token_s, s.per_step_s))
+        self.device = Device(Latency(s.call_overhead_s, s.per_request_s, s.per_token_s, s.per_step_s), s.max_batch_seqs)
         self.separation = math.sqrt(2) * NormalDist().inv_cdf(s.auroc)
         self._cache: OrderedDict[tuple, None] = OrderedDict()
 
