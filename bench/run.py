@@ -71,8 +71,9 @@ def table(res: dict[str, dict[str, Any]]) -> str:
             u, v = r["under_load"], r["under_load"]["balanced_split"]
             rows.append(f"| pools busy under load, steady state ({u['concurrency']} searches; 8 policy / 4 PRM): "
                         f"policy, PRM | {u['steady_policy_busy']:.1%}, {u['steady_reward_busy']:.1%} | >= 90% |")
-            rows.append(f"| same load, replicas split by demand ({v['policy_replicas']} policy / {v['reward_replicas']} PRM)"
-                        f": policy, PRM | {v['steady_policy_busy']:.1%}, {v['steady_reward_busy']:.1%} | >= 90% |")
+            split = f"{v['policy_replicas']} policy / {v['reward_replicas']} PRM"
+            rows.append(f"| same load, replicas split by demand ({split}): policy, PRM"
+                        f" | {v['steady_policy_busy']:.1%}, {v['steady_reward_busy']:.1%} | >= 90% |")
     if "cpu" in res:
         c = res["cpu"]
         rows += [

@@ -314,3 +314,13 @@ async def test_prefix_cache_prefills_only_new_steps() -> None:
     a = await cached.score([ScoreRequest(p, steps)])
     b = await plain.score([ScoreRequest(p, steps)])
     assert a == b  # the cache changes latency only
+
+
+async def test_device_batch_holds_at_most_max_batch_seqs() -> None:
+    pol = SimPolicy(call_overhead_s=0.01, max_batch_seqs=4)
+    req = StepRequest(PROBLEMS[0].problem, [], n=10, temperature=0)
+    small = StepRequest(PROBLEMS[1].problem, [], n=1, temperature=0)
+    out, _ = await asyncio.gather(pol.generate([req]), pol.generate([small]))
+    assert len(out[0]) == 10
+    assert pol.device.batches == 3  # 10 samples in parts of 4, 4, 2 + the small call's 1 in the last
+    assert pol.device.busy_s == pytest.approx(0.03)
