@@ -11,12 +11,16 @@ the sim engines (`--engine sim`, quick and CPU-cheap).
 from __future__ import annotations
 
 import asyncio
+import atexit
+import shutil
 import statistics
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from ponder.actors.factory import build_policy, build_reward
-from ponder.config import EngineConfig, PonderConfig
+from ponder.config import PonderConfig
 from ponder.scheduler.runner import Runner
 from ponder.search.types import Problem, SearchResult
 from ponder.tasks.datasets import load_problems
@@ -30,6 +34,12 @@ def make_runner(engine: str, concurrency: int) -> Runner:
 
         torch.set_num_threads(1)  # the machine is shared
         cfg = PonderConfig()
+        # Load from a snapshot: the engines memory-map the weights, and retraining that rewrites
+        # the shipped files mid-run would crash the run (SIGBUS) or mix two models.
+        snap = Path(tempfile.mkdtemp(prefix="ponder-bench-models-"))
+        atexit.register(shutil.rmtree, snap, True)
+        for ec in (cfg.policy, cfg.reward):
+            ec.path = str(shutil.copytree(ec.path, snap / Path(ec.path).name))
     else:
         cfg = PonderConfig.from_dict({"policy": {"kind": "sim"}, "reward": {"kind": "sim"}})
     cfg.cluster.address = None

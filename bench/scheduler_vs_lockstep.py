@@ -48,7 +48,6 @@ class Setup:
     problems: int = 500
     policy_replicas: int = 8
     reward_replicas: int = 4
-    concurrency: int = 256  # the scheduler's max_concurrent_searches
     # Calls in flight per replica. vLLM merges concurrent requests into its running batch, as the
     # sim device does, so a replica should take many; ClusterConfig's default of 4 makes later
     # calls queue outside the engine and miss the next batch (~20% slower here).
