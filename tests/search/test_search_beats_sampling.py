@@ -5,7 +5,7 @@ import pytest
 from ponder.search import registry
 from tests.search.fakes import FakePolicy, FakePRM, make_ctx, problems
 
-PROBLEMS = problems(10, level=3, seed=21)  # four steps each
+PROBLEMS = problems(30, level=3, seed=21)  # four steps each
 
 
 async def accuracy(name: str, n: int, noise: float = 0.05) -> float:
