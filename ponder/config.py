@@ -62,7 +62,7 @@ class ClusterConfig:
     reward_replicas: int = 1
     gpus_per_replica: float = 1.0  # each replica's GPU share, used only when the cluster has GPUs
     cpus_per_replica: float = 1.0
-    max_inflight_per_replica: int = 4  # engine calls in flight per replica (each a batch)
+    max_inflight_per_replica: int = 16  # engine calls in flight per replica (the engine batches them)
     policy_resources: dict[str, float] = field(default_factory=dict)  # e.g. {"policy_node": 1}
     reward_resources: dict[str, float] = field(default_factory=dict)
     dashboard: bool = False
