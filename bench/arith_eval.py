@@ -5,9 +5,11 @@
 Runs `ponder eval` (in-process engines, the shipped `hf` models, one CPU thread) on a held-out
 seeded set in three difficulty bins (levels 1, 3, 5). Cheap rows run on every problem; the wide
 searches (n=64, beam, DVTS, MCTS, REBASE) on the first `--search-problems` of them, which cycle
-through the bins, so table B compares every row on the same problems. MCTS and REBASE get a
+through the bins, so table B compares every row on the same problems. majority@16 is the vote over
+weighted BoN@16's samples (see `majority_of`). MCTS and REBASE get a
 token cap matched to weighted best-of-64's mean tokens. Per-row results files under
-bench/results/arith_eval/ make a rerun resume instead of starting over.
+bench/results/arith_eval/ make a rerun resume instead of starting over (delete that folder after
+retraining the models: the results are keyed by config, not by weights).
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ BINS = {"1": "easy (L1)", "3": "medium (L3)", "5": "hard (L5)"}
 # (label, strategy, budget, params, on every problem?)
 ROWS = [
     ("greedy", "greedy", "n=1", {}, True),
-    ("majority@16", "best_of_n", "n=16", {"selection": "majority"}, True),
     ("weighted BoN@4", "best_of_n", "n=4", {}, True),
     ("weighted BoN@16", "best_of_n", "n=16", {}, True),
     ("weighted BoN@64", "best_of_n", "n=64", {}, False),
@@ -63,6 +64,22 @@ def run_row(label, strategy, budget, params, dataset, limit, out_dir: Path, quie
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     print(f"{label}: {len(records)} results ({time.time() - t0:.0f}s)", file=sys.stderr, flush=True)
     return records
+
+
+def majority_of(records: list[dict]) -> list[dict]:
+    """Majority@N from weighted BoN@N's records: the same N samples (each record keeps every
+    candidate's answer), voted without the PRM, so its tokens are the policy's alone. Saves
+    running the samples twice on one CPU; ties go to the answer sampled first."""
+    from ponder.tasks.grading import grade
+
+    out = []
+    for r in records:
+        votes = {a: v for a, v in r["candidates"]["answers"].items() if a != "None"}  # unfinished samples
+        answer = max(votes, key=votes.get) if votes else None
+        correct = answer is not None and grade(answer, r["reference"])
+        compute = {**r["compute"], "prm_tokens": 0, "cost": r["compute"]["policy_tokens"]}
+        out.append({**r, "strategy": "majority", "answer": answer, "correct": correct, "compute": compute})
+    return out
 
 
 def summarize(label: str, records: list[dict], ids: set[str] | None = None) -> dict:
@@ -109,7 +126,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--problems", type=int, default=300, help="held-out problems, cycling through the bins")
-    ap.add_argument("--search-problems", type=int, default=60, help="the first K run the wide searches")
+    ap.add_argument("--search-problems", type=int, default=90, help="the first K run the wide searches")
     ap.add_argument("--seed", type=int, default=777)
     ap.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
     ap.add_argument("--only", action="append", help="run only these rows (labels); the summary reads every file")
@@ -138,6 +155,8 @@ def main(argv: list[str] | None = None) -> None:
             results[label] = run_row(
                 label, strategy, budget, params, dataset, None if every else args.search_problems, runs, not args.progress
             )
+        if label == "weighted BoN@16" and results.get(label):
+            results["majority@16"] = majority_of(results[label])
         if label == "weighted BoN@64" and results.get(label):
             matched = round(summarize(label, results[label])["mean_tokens"])
     from ponder.tasks.datasets import load_problems
@@ -162,6 +181,7 @@ def main(argv: list[str] | None = None) -> None:
         "",
         f"`python bench/arith_eval.py` — dataset `{dataset}` (in-process `hf` engines, one CPU thread,",
         "T=0.8, seeded). Accuracy in %; tokens = policy tokens + PRM tokens per problem (`compute.cost`).",
+        "majority@16 votes over weighted BoN@16's own 16 samples (policy tokens only).",
         f"MCTS and REBASE: n=64 with a token cap of {matched} (weighted BoN@64's mean tokens).",
         "",
         f"## A. All {args.problems} problems ({args.problems // len(BINS)} per bin)",
@@ -173,6 +193,19 @@ def main(argv: list[str] | None = None) -> None:
         table(same),
         "",
     ]
+    # the target shape: greedy <= 40% on the hard bin, the best n=64 search 25+ points above it
+    greedy_row = next((r for r in same if r["row"] == "greedy"), None)
+    wide = [r for r in same if "64" in str(r["budget"])]
+    if greedy_row and wide:
+        best = max(wide, key=lambda r: r["by_bin"]["5"] or 0)
+        gap = 100 * ((best["by_bin"]["5"] or 0) - (greedy_row["by_bin"]["5"] or 0))
+        md += [
+            f"Target shape (hard bin, table B): greedy {100 * greedy_row['by_bin']['5']:.1f}% (target <= 40%); best n=64 "
+            f"search {best['row']} {100 * best['by_bin']['5']:.1f}%, {gap:+.1f} points (target >= +25).",
+            "",
+        ]
+        summary["target"] = {"hard_greedy": greedy_row["by_bin"]["5"], "best_n64": best["row"], "gap_points": gap}
+        (out_dir / "arith_eval.json").write_text(json.dumps(summary, indent=1) + "\n")
     if auroc is not None:
         md += [f"PRM step AUROC against exact prefix labels (models/arith-policy/eval.json): **{auroc:.3f}**.", ""]
     (out_dir / "arith_eval.md").write_text("\n".join(md))

@@ -49,15 +49,15 @@ class TrainArgs:
     out: str = "models"
     seed: int = 0
     size: ModelSize = None  # type: ignore[assignment]
-    policy_steps: int = 2500
-    policy_batch: int = 16
-    policy_lr: float = 1.5e-3
-    unlock: float = 0.1  # fraction of policy steps between level unlocks
+    policy_steps: int = 2800
+    policy_batch: int = 32
+    policy_lr: float = 2e-3
+    unlock: float = 0.05  # fraction of policy steps between level unlocks
     prm_problems: int = 400  # fresh problems sampled by the policy for PRM data
     prm_samples: int = 4  # policy samples per PRM problem
     prm_temperature: float = 1.0
-    prm_reference: int = 0  # 1: also train on reference solutions and one-digit corruptions of them
-    prm_steps: int = 300
+    prm_reference: int = 1  # 1: also train on reference solutions and one-digit corruptions of them
+    prm_steps: int = 500
     prm_batch: int = 32
     prm_lr: float = 1e-3
     eval_per_level: int = 30
@@ -374,8 +374,8 @@ def write_cards(policy_dir: Path, prm_dir: Path) -> None:
             lines += [
                 "The embedded default policy of ponder: a tiny model that solves the built-in arithmetic task",
                 "(`ponder.tasks.arith.problems`) one step per operation, so that search has something to do:",
-                "good on easy levels, often wrong on hard ones (long carries, multi-digit products), and",
-                "diverse when sampled. Served by `ponder.actors.hf.HFPolicy` (`EngineConfig(kind=\"hf\", path=...)`).",
+                "good on easy levels, often wrong on hard ones (long chains, 3- and 4-digit carries and products),",
+                "and diverse when sampled. Served by `ponder.actors.hf.HFPolicy` (`EngineConfig(kind=\"hf\", path=...)`).",
                 "",
                 "## Architecture",
                 "",
@@ -390,7 +390,8 @@ def write_cards(policy_dir: Path, prm_dir: Path) -> None:
                 "## Training",
                 "",
                 f"Reference solutions of freshly generated problems (levels 1-5, weights {LEVEL_WEIGHTS}), one level per",
-                f"batch, loss on the solution and `</s>` only (not the prompt). {pol['policy_steps']} steps of batch",
+                f"batch, a new level unlocked every {pol['unlock']:.0%} of the steps (curriculum),",
+                f"loss on the solution and `</s>` only (not the prompt). {pol['policy_steps']} steps of batch",
                 f"{pol['policy_batch']} (~{pol['policy_steps'] * pol['policy_batch']:,} problems), AdamW, peak lr {pol['policy_lr']},",
                 f"cosine schedule, seed {pol['seed']}, {pol.get('seconds', '?')} s on {pol.get('device', 'CPU (2 shared cores)')}.",
             ]
@@ -421,6 +422,11 @@ def write_cards(policy_dir: Path, prm_dir: Path) -> None:
                 f"{prm['prm_problems']} fresh problems (seed {prm['seed']} + 1000, levels 1-5 with 3-5 twice as often):",
                 f"{prm['trajectories']} trajectories, {prm['steps']} steps, {prm['good_fraction']:.0%} labelled good by",
                 "`ponder.tasks.arith.problems.prefix_labels` (a step is good while every step so far is exactly right).",
+                *(
+                    ["Plus each problem's reference solution and a copy cut after one result changed in one digit, so",
+                     "the PRM sees right steps on hard levels and one-digit errors."]
+                    if prm.get("prm_reference") else []
+                ),
                 f"Cross-entropy over the two label tokens at each tag, classes balanced by weight; {prm['prm_steps']} steps",
                 f"of batch {prm['prm_batch']}, AdamW, peak lr {prm['prm_lr']}, {prm.get('seconds', '?')} s.",
             ]
@@ -440,7 +446,28 @@ def write_cards(policy_dir: Path, prm_dir: Path) -> None:
                     f"**{ev['prm_step_auroc']:.3f}** ({ev['prm_steps_scored']} steps, {ev['prm_good_fraction']:.0%} good).",
                     "",
                 ]
+        lines += _search_section(Path(__file__).resolve().parents[3] / "bench" / "results" / "arith_eval.json")
         (d / "README.md").write_text("\n".join(lines) + "\n")
+
+
+def _search_section(path: Path) -> list[str]:
+    """The search table measured by bench/arith_eval.py with these models, when it is there."""
+    if not path.exists():
+        return []
+    res = json.loads(path.read_text())
+    rows = ["| row | budget | problems | easy (L1) | medium (L3) | hard (L5) | all | mean tokens |", "|---|---|---|---|---|---|---|---|"]
+    for r in res["search_subset"]:
+        bins = " | ".join("-" if v is None else f"{100 * v:.0f}%" for v in r["by_bin"].values())
+        rows.append(f"| {r['row']} | {r['budget']} | {r['problems']} | {bins} | {100 * r['accuracy']:.0f}% | {r['mean_tokens']:.0f} |")
+    return [
+        "## Search with the PRM",
+        "",
+        f"`python bench/arith_eval.py` on `{res['dataset']}` (every row on the first {res['search_problems']} problems;",
+        "the full table, with cheap rows on every problem, is in `bench/results/arith_eval.md`):",
+        "",
+        *rows,
+        "",
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:
