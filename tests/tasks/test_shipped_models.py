@@ -59,7 +59,7 @@ def _corrupt(step: str, rng: random.Random) -> str:
     reason="known gap: the shipped PRM does not verify arithmetic yet (24/40 wins, mean reward 0.49 vs 0.49 on "
     "reference steps against one-digit corruptions); its AUROC on the policy's own samples comes from other cues. "
     "See models/arith-prm/README.md",
-    strict=False,
+    strict=True,  # a PRM that passes must drop this marker
 )
 async def test_prm_ranks_correct_steps_above_corrupted(reward):
     """Reference steps against the same step with one digit of its result changed."""
