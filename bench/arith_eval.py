@@ -40,10 +40,15 @@ ROWS = [
 ]
 
 
+def row_file(folder: Path, label: str) -> Path:
+    """The results file of one row (a rerun resumes it)."""
+    return folder / (label.replace(" ", "_").replace("@", "_at_").replace("(", "").replace(")", "") + ".jsonl")
+
+
 def run_row(label, strategy, budget, params, dataset, limit, out_dir: Path, quiet: bool) -> list[dict]:
     from ponder.api import cli
 
-    path = out_dir / (label.replace(" ", "_").replace("@", "_at_").replace("(", "").replace(")", "") + ".jsonl")
+    path = row_file(out_dir, label)
     argv = ["eval", "--dataset", dataset, "--strategy", strategy, "--budget", budget, "--out", str(path)]
     argv += ["--address", "inprocess", "--quiet"] if quiet else ["--address", "inprocess"]
     if limit:
@@ -148,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             budget = f"n=64,tokens={matched}"
         if args.only and label not in args.only:
-            path = runs / (label.replace(" ", "_").replace("@", "_at_").replace("(", "").replace(")", "") + ".jsonl")
+            path = row_file(runs, label)
             if path.exists():
                 results[label] = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
         else:

@@ -30,7 +30,6 @@ from typing import Any
 from bench.clock import run as run_loop
 from bench.lockstep import run_lockstep
 from bench.simpool import sim_pools
-from ponder.actors.sim import SimPolicy, SimReward
 from ponder.config import PonderConfig
 from ponder.scheduler.runner import Runner
 from ponder.search.types import Problem, SearchResult
@@ -49,8 +48,8 @@ class Setup:
     policy_replicas: int = 8
     reward_replicas: int = 4
     # Calls in flight per replica. vLLM merges concurrent requests into its running batch, as the
-    # sim device does, so a replica should take many; ClusterConfig's default of 4 makes later
-    # calls queue outside the engine and miss the next batch (~20% slower here).
+    # sim device does, so a replica should take many; a cap of 4 makes later calls queue outside
+    # the engine and miss the next batch (~20% slower here).
     max_inflight_per_replica: int = 64
     max_batch: int = 64  # the scheduler's batcher: requests per pool call (SchedulerConfig's default)
     time_scale: float = 1.0  # latencies x this (real clock only: keeps a run short)
@@ -196,39 +195,30 @@ class _Timed:
         self.engine = engine
         self.cpu_s = 0.0
         self.device = engine.device
+        self.info = engine.info
+
+    async def _timed(self, call: Any) -> Any:
+        t = time.process_time()
+        try:
+            return await call
+        finally:
+            self.cpu_s += time.process_time() - t
 
     async def generate(self, requests: list[Any]) -> list[Any]:
-        t = time.process_time()
-        try:
-            return await self.engine.generate(requests)
-        finally:
-            self.cpu_s += time.process_time() - t
+        return await self._timed(self.engine.generate(requests))
 
     async def score(self, requests: list[Any]) -> list[Any]:
-        t = time.process_time()
-        try:
-            return await self.engine.score(requests)
-        finally:
-            self.cpu_s += time.process_time() - t
-
-    def info(self) -> Any:
-        return self.engine.info()
+        return await self._timed(self.engine.score(requests))
 
 
 async def _cpu_run(problems: list[Problem], setup: Setup, concurrency: int) -> dict[str, Any]:
-    from bench.simpool import LocalPool
-
-    engines = [_Timed(SimPolicy()) for _ in range(setup.policy_replicas)], [
-        _Timed(SimReward()) for _ in range(setup.reward_replicas)]
-    k = setup.max_inflight_per_replica
-    policy, reward = LocalPool("policy", engines[0], k), LocalPool("reward", engines[1], k)
-    await policy.start()
-    await reward.start()
+    policy, reward = await sim_pools({}, {}, setup.policy_replicas, setup.reward_replicas,
+                                     setup.max_inflight_per_replica, wrap=_Timed)
     runner = Runner(policy, reward, config(concurrency, setup.max_batch))
     w0, c0 = time.perf_counter(), time.process_time()
     results = [r async for _, r in runner.run(problems)]
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
-    engine_cpu = sum(e.cpu_s for group in engines for e in group)
+    engine_cpu = sum(e.cpu_s for e in policy.engines + reward.engines)
     expansions = sum(r.compute.generations for r in results)
     sched_cpu = cpu - engine_cpu
     return {

@@ -11,7 +11,7 @@ than the scheduling, so the benchmark runs the pools in-process on a virtual clo
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ponder.actors.pool import ReplicaPool
@@ -65,10 +65,14 @@ class LocalPool(ReplicaPool):
 
 
 async def sim_pools(policy_opts: dict[str, Any], reward_opts: dict[str, Any], policy_replicas: int = 8,
-                    reward_replicas: int = 4, max_inflight_per_replica: int = 4) -> tuple[LocalPool, LocalPool]:
-    """Started policy and reward pools of fresh sim engines with the given options."""
-    policy = LocalPool("policy", [SimPolicy(**policy_opts) for _ in range(policy_replicas)], max_inflight_per_replica)
-    reward = LocalPool("reward", [SimReward(**reward_opts) for _ in range(reward_replicas)], max_inflight_per_replica)
+                    reward_replicas: int = 4, max_inflight_per_replica: int = 4,
+                    wrap: Callable[[Any], Any] = lambda engine: engine) -> tuple[LocalPool, LocalPool]:
+    """Started policy and reward pools of fresh sim engines with the given options (each engine
+    passed through `wrap`, e.g. to time it)."""
+    policy = LocalPool("policy", [wrap(SimPolicy(**policy_opts)) for _ in range(policy_replicas)],
+                       max_inflight_per_replica)
+    reward = LocalPool("reward", [wrap(SimReward(**reward_opts)) for _ in range(reward_replicas)],
+                       max_inflight_per_replica)
     await policy.start()
     await reward.start()
     return policy, reward

@@ -52,6 +52,9 @@ class SchedulerConfig:
     job_budget: float | None = None  # an eval job's total tokens for `auto`; None: per-query budget x problems
 
 
+IN_PROCESS = "inprocess"  # cluster.address for no Ray at all
+
+
 @dataclass
 class ClusterConfig:
     # "local": start a local Ray cluster (127.0.0.1) with the pools on this machine; a Ray address
@@ -69,13 +72,9 @@ class ClusterConfig:
     namespace: str = "ponder"
     restart_timeout_s: float = 60.0  # how long a pool waits for a crashed replica before replacing it
 
-
     @property
     def uses_ray(self) -> bool:
         return bool(self.address) and self.address != IN_PROCESS
-
-
-IN_PROCESS = "inprocess"
 
 
 @dataclass

@@ -58,6 +58,74 @@ def render_prompt(tokenizer: Any, problem: str, steps: list[str], delimiter: str
     return plain_prompt(problem, steps, delimiter)
 
 
+# Qwen2.5-Math-PRM's system prompt: the classifier-head PRMs score chat-formatted solutions.
+DEFAULT_PRM_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
+@dataclass(frozen=True)
+class PRMConvention:
+    """How a PRM reads steps, from `prm_config.json` in its model dir. Two styles:
+
+    - "math-shepherd": a causal LM; the reward at each step tag is P(good) = softmax over the
+      (good, bad) label-token logits (`good_token_id`, `bad_token_id`);
+    - "classifier": a model with a two-class token head read at each step tag (Qwen2.5-Math-PRM:
+      `Qwen2ForProcessRewardModel`, step tag `<extra_0>`); the reward is the probability of class
+      `good_label`. With a chat template the input is system + user (problem) + assistant (steps,
+      each followed by the tag), as that model was trained.
+    """
+
+    step_tag: str
+    step_tag_id: int
+    good_token_id: int | None = None
+    bad_token_id: int | None = None
+    delimiter: str = STEP_DELIMITER
+    style: str = "math-shepherd"
+    good_label: int = 1
+    system: str | None = DEFAULT_PRM_SYSTEM
+
+    def input_ids(self, tokenizer: Any, problem: str, steps: list[str]) -> list[int]:
+        if self.style == "classifier" and getattr(tokenizer, "chat_template", None):
+            answer = "".join(s.replace(self.step_tag, "") + self.step_tag for s in steps)
+            messages = [{"role": "user", "content": problem}, {"role": "assistant", "content": answer}]
+            if self.system:
+                messages.insert(0, {"role": "system", "content": self.system})
+            text = tokenizer.apply_chat_template(messages, tokenize=False)
+            return tokenizer(text, add_special_tokens=False).input_ids
+        return tokenizer(prm_text(problem, steps, self.step_tag, self.delimiter), add_special_tokens=False).input_ids
+
+
+PRM_STYLES = ("math-shepherd", "classifier")
+
+
+def load_prm_convention(path: str | Path, tokenizer: Any) -> PRMConvention:
+    """The convention in `path/prm_config.json`, checked against the tokenizer; bad input -> ConfigError."""
+    file = Path(path) / PRM_CONFIG_FILE
+    try:
+        data = json.loads(file.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path} is not a PRM dir: cannot read {PRM_CONFIG_FILE} (its step tag and style): {e}") from None
+    style = data.get("style", "math-shepherd") if isinstance(data, dict) else None
+    if style not in PRM_STYLES:
+        raise ConfigError(f"unsupported PRM style {style!r} in {file} (supported: {', '.join(PRM_STYLES)})")
+    need = ["step_tag", "step_tag_id"] + (["good_token_id", "bad_token_id"] if style == "math-shepherd" else [])
+    missing = [k for k in need if k not in data]
+    if missing:
+        raise ConfigError(f"{file} lacks {', '.join(missing)}")
+    conv = PRMConvention(
+        step_tag=data["step_tag"],
+        step_tag_id=int(data["step_tag_id"]),
+        good_token_id=data.get("good_token_id"),
+        bad_token_id=data.get("bad_token_id"),
+        delimiter=data.get("step_separator", STEP_DELIMITER),
+        style=style,
+        good_label=int(data.get("good_label", 1)),
+        system=data.get("system", DEFAULT_PRM_SYSTEM),
+    )
+    if tokenizer.convert_tokens_to_ids(conv.step_tag) != conv.step_tag_id:
+        raise ConfigError(f"{file}: step tag {conv.step_tag!r} is not token {conv.step_tag_id} in the tokenizer")
+    return conv
+
+
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -232,31 +300,25 @@ def _eos_ids(tokenizer: Any, model: Any) -> set[int]:
 
 
 class HFReward:
-    def __init__(self, tokenizer: Any, model: Any, device: str, prm: dict, max_batch: int = 64, name: str = ""):
+    def __init__(self, tokenizer: Any, model: Any, device: str, conv: PRMConvention, max_batch: int = 64, name: str = ""):
         self.tokenizer, self.model, self.device = tokenizer, model, device
         self.max_batch = max_batch
         self.name = name
-        self.step_tag = prm["step_tag"]
-        self.tag_id = int(prm["step_tag_id"])
-        self.label_ids = [int(prm["good_token_id"]), int(prm["bad_token_id"])]
-        self.delimiter = prm.get("step_separator", STEP_DELIMITER)
+        self.step_tag = conv.step_tag
+        self.tag_id = conv.step_tag_id
+        self.label_ids = [int(conv.good_token_id), int(conv.bad_token_id)]  # type: ignore[arg-type]
+        self.delimiter = conv.delimiter
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self._lock = threading.Lock()
 
     @classmethod
     def from_config(cls, cfg: EngineConfig) -> HFReward:
         tokenizer, model, device = _load(cfg, "reward")
-        prm_file = Path(cfg.path) / PRM_CONFIG_FILE  # type: ignore[arg-type]
-        try:
-            prm = json.loads(prm_file.read_text())
-            missing = [k for k in ("step_tag", "step_tag_id", "good_token_id", "bad_token_id") if k not in prm]
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"hf reward: cannot read {prm_file} (step tag and label tokens): {e}") from None
-        if missing:
-            raise ConfigError(f"hf reward: {prm_file} lacks {', '.join(missing)}")
-        if tokenizer.convert_tokens_to_ids(prm["step_tag"]) != prm["step_tag_id"]:
-            raise ConfigError(f"hf reward: step tag {prm['step_tag']!r} is not token {prm['step_tag_id']} in the tokenizer")
-        return cls(tokenizer, model, device, prm, cfg.max_batch, name=str(cfg.path))
+        conv = load_prm_convention(cfg.path, tokenizer)  # type: ignore[arg-type]
+        if conv.style != "math-shepherd":
+            raise ConfigError(f"hf reward: {cfg.path} is a {conv.style!r} PRM; the hf engine serves math-shepherd PRMs "
+                              "(use the vllm engine)")
+        return cls(tokenizer, model, device, conv, cfg.max_batch, name=str(cfg.path))
 
     def info(self) -> EngineInfo:
         return EngineInfo(

@@ -386,7 +386,6 @@ class SimRewardSettings:
     call_overhead_s: float = 0.0
     per_request_s: float = 0.0
     per_token_s: float = 0.0
-    per_step_s: float = 0.0  # a PRM only prefills; kept for symmetry with the policy
     max_batch_seqs: int = 0  # trajectories a batch holds; 0: no limit
     # Prefixes (problem, first k steps) a replica keeps cached, LRU; 0: none. Latency then counts
     # only the tokens after the longest cached prefix, as vLLM's prefix caching does for a PRM
@@ -407,7 +406,7 @@ class SimReward:
     def __init__(self, settings: SimRewardSettings | None = None, **options: Any) -> None:
         self.settings = settings or _options(SimRewardSettings, options, "sim reward")
         s = self.settings
-        self.device = Device(Latency(s.call_overhead_s, s.per_request_s, s.per_token_s, s.per_step_s), s.max_batch_seqs)
+        self.device = Device(Latency(s.call_overhead_s, s.per_request_s, s.per_token_s), s.max_batch_seqs)
         self.separation = math.sqrt(2) * NormalDist().inv_cdf(s.auroc)
         self._cache: OrderedDict[tuple, None] = OrderedDict()
 

@@ -24,16 +24,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
-import json
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ponder.actors import hf
+from ponder.actors.hf import load_prm_convention
 from ponder.actors.engine import EngineInfo, GeneratedStep, ScoreRequest, ScoreResult, StepRequest, StepwisePolicy
 from ponder.config import ConfigError, EngineConfig
-from ponder.search.types import STEP_DELIMITER
 from ponder.tasks.grading import extract_answer
 
 try:
@@ -70,75 +68,6 @@ def encode_prompt(tokenizer: Any, problem: str, steps: list[str], delimiter: str
 def is_final_step(text: str) -> bool:
     """A step that gives the final answer ends the solution (the HF engine's rule)."""
     return extract_answer(text) is not None
-
-
-# Qwen2.5-Math-PRM's system prompt: the classifier-head PRMs score chat-formatted solutions.
-DEFAULT_PRM_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
-
-
-@dataclass(frozen=True)
-class PRMConvention:
-    """How a PRM reads steps, from `prm_config.json` in its model dir. Two styles:
-
-    - "math-shepherd": a causal LM; the reward at each step tag is P(good) = softmax over the
-      (good, bad) label-token logits (`good_token_id`, `bad_token_id`);
-    - "classifier": a model with a two-class token head read at each step tag (Qwen2.5-Math-PRM:
-      `Qwen2ForProcessRewardModel`, step tag `<extra_0>`); the reward is the probability of class
-      `good_label`. With a chat template the input is system + user (problem) + assistant (steps,
-      each followed by the tag), as that model was trained.
-    """
-
-    step_tag: str
-    step_tag_id: int
-    good_token_id: int | None = None
-    bad_token_id: int | None = None
-    delimiter: str = STEP_DELIMITER
-    style: str = "math-shepherd"
-    good_label: int = 1
-    system: str | None = DEFAULT_PRM_SYSTEM
-
-    def input_ids(self, tokenizer: Any, problem: str, steps: list[str]) -> list[int]:
-        if self.style == "classifier" and getattr(tokenizer, "chat_template", None):
-            answer = "".join(s.replace(self.step_tag, "") + self.step_tag for s in steps)
-            messages = [{"role": "user", "content": problem}, {"role": "assistant", "content": answer}]
-            if self.system:
-                messages.insert(0, {"role": "system", "content": self.system})
-            text = tokenizer.apply_chat_template(messages, tokenize=False)
-            return tokenizer(text, add_special_tokens=False).input_ids
-        return tokenizer(hf.prm_text(problem, steps, self.step_tag, self.delimiter), add_special_tokens=False).input_ids
-
-
-PRM_STYLES = ("math-shepherd", "classifier")
-
-
-def load_prm_convention(path: str | Path, tokenizer: Any) -> PRMConvention:
-    file = Path(path) / hf.PRM_CONFIG_FILE
-    if not file.is_file():
-        raise ConfigError(f"{path} is not a PRM dir: no {hf.PRM_CONFIG_FILE} (its step tag and style)")
-    try:
-        data = json.loads(file.read_text())
-        style = data.get("style", "math-shepherd")
-        if style not in PRM_STYLES:
-            raise ConfigError(f"unsupported PRM style {style!r} in {file} (supported: {', '.join(PRM_STYLES)})")
-        labels = ("good_token_id", "bad_token_id") if style == "math-shepherd" else ()
-        conv = PRMConvention(
-            step_tag=data["step_tag"],
-            step_tag_id=int(data["step_tag_id"]),
-            good_token_id=int(data[labels[0]]) if labels else None,
-            bad_token_id=int(data[labels[1]]) if labels else None,
-            delimiter=data.get("step_separator", STEP_DELIMITER),
-            style=style,
-            good_label=int(data.get("good_label", 1)),
-            system=data.get("system", DEFAULT_PRM_SYSTEM),
-        )
-    except (ValueError, KeyError, TypeError) as e:
-        if isinstance(e, ConfigError):
-            raise
-        need = "step_tag, step_tag_id" + (", good_token_id, bad_token_id" if data.get("style") != "classifier" else "")
-        raise ConfigError(f"{file} needs {need}: {e!r}") from None
-    if tokenizer.convert_tokens_to_ids(conv.step_tag) != conv.step_tag_id:
-        raise ConfigError(f"{file}: step tag {conv.step_tag!r} is not token {conv.step_tag_id} in the tokenizer")
-    return conv
 
 
 def _engine_args(cfg: EngineConfig, **fixed: Any) -> AsyncEngineArgs:

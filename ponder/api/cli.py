@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+import yaml
+
 from ponder.api import report
 from ponder.api.store import (
     JsonlStore,
@@ -448,26 +450,17 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     problems = load_problems(args.dataset, args.limit)
     if any(p.answer is None for p in problems):
         raise CliError(f"dataset {args.dataset} needs reference answers to calibrate")
-    try:
-        from ponder.scheduler.calibrate import calibrate
-    except ImportError:
-        raise CliError("calibrate is not available in this build") from None
+    from ponder.scheduler.calibrate import calibrate
+
     runner = make_runner(config)
     try:
-        table = calibrate(problems, runner, budgets, [s.name for s in strategies])
-        if asyncio.iscoroutine(table):
-            table = asyncio.run(table)
+        table = asyncio.run(calibrate(problems, runner, budgets, [s.name for s in strategies]))
     except KeyboardInterrupt:
         print("ponder: interrupted; no table written", file=sys.stderr)
         return INTERRUPTED
     finally:
         close_runner(runner)
-    if hasattr(table, "save"):
-        table.save(out)
-    else:  # a plain mapping
-        import yaml
-
-        out.write_text(yaml.safe_dump(table.to_dict() if hasattr(table, "to_dict") else table, sort_keys=False))
+    out.write_text(yaml.safe_dump(table, sort_keys=False))
     print(f"allocation table: {out} (use it with --set scheduler.allocation_table={out})")
     return 0
 

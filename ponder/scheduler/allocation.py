@@ -51,6 +51,12 @@ def _budget_value(b: Budget) -> tuple[str, float | None]:
     return "tokens", (None if math.isinf(b.tokens) else b.tokens)
 
 
+def budget_size(b: Budget) -> float:
+    """A budget's size in its own unit (width or tokens); unbounded is infinite."""
+    size = _budget_value(b)[1]
+    return math.inf if size is None else size
+
+
 @dataclass
 class AllocationTable:
     bins: dict[str, BinPolicy]

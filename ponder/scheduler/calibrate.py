@@ -1,7 +1,7 @@
 """`ponder calibrate`: learn the allocation table (difficulty bin x budget -> strategy) on a
 labelled dev set.
 
-    bin(q)          <- the probe's predicted pass@1: k samples, mean final PRM reward (difficulty.probe)
+    bin(q)          <- the probe's predicted pass@1 (strategy `probe`: the same samples `auto` draws first)
     acc[s, b, bin]  <- accuracy of strategy s at budget b on the dev problems of that bin
     table[bin][b]   <- argmax_s acc (ties: fewer tokens); the bin's default: its winner at the largest budget
 
@@ -16,14 +16,9 @@ from collections import defaultdict
 from typing import Any
 
 from ponder.config import Budget
-from ponder.scheduler.allocation import AllocationTable, BinPolicy, Entry
+from ponder.scheduler.allocation import AllocationTable, BinPolicy, Entry, budget_size
 from ponder.scheduler.difficulty import BINS
-from ponder.search.types import Problem, SearchResult
-
-
-def probe_estimate(result: SearchResult, k: int) -> float:
-    """The probe's estimate from `k` PRM-scored samples: finished ones count their final reward."""
-    return sum(c.rewards[-1] for c in result.candidates if c.answer is not None and c.rewards) / k
+from ponder.search.types import Problem
 
 
 async def _collect(runner: Any, problems: list[Problem], strategy: str, budget: str | Budget, params=None):
@@ -43,8 +38,8 @@ async def calibrate(
     if not problems or not budgets or not strategies:
         raise ValueError("calibrate needs problems, budgets and strategies")
     base = base or AllocationTable.load()
-    probes = await _collect(runner, problems, "best_of_n", Budget(n=probe_samples), {"selection": "prm_vote"})
-    bin_of = {pid: base.bin_of(probe_estimate(r, probe_samples)) for pid, r in probes.items()}
+    probes = await _collect(runner, problems, "probe", Budget(n=probe_samples))
+    bin_of = {pid: base.bin_of(r.meta["probe_score"]) for pid, r in probes.items()}
 
     # stats[bin][budget][strategy] = [correct, problems, tokens]
     stats: dict[str, dict[str, dict[str, list[float]]]] = defaultdict(lambda: defaultdict(dict))
@@ -67,7 +62,7 @@ async def calibrate(
         for label, per in stats[name].items():
             winner = max(per, key=lambda s: (per[s][0] / per[s][1], -per[s][2]))
             by_budget.append(Entry(winner, {}, label))
-        largest = max(by_budget, key=lambda e: _size(Budget.parse(e.budget)))
+        largest = max(by_budget, key=lambda e: budget_size(Budget.parse(e.budget)))
         bins[name] = BinPolicy(base.bins[name].share, Entry(largest.strategy, {}), by_budget)
     table = AllocationTable(bins, dict(base.thresholds), "calibrate")
     out = table.to_dict()
@@ -86,6 +81,3 @@ async def calibrate(
     }
     return out
 
-
-def _size(b: Budget) -> float:
-    return float(b.n) if b.n is not None else b.tokens

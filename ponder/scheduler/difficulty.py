@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ponder.search.aggregate import conclude
 from ponder.search.context import SearchContext
-from ponder.search.types import Node
+from ponder.search.registry import register
+from ponder.search.types import Node, Problem, SearchResult
 
 BINS = ("easy", "medium", "hard")
 DEFAULT_THRESHOLDS = {"easy": 0.5, "medium": 0.1}
@@ -55,3 +57,22 @@ async def probe(ctx: SearchContext, k: int = 4, thresholds: dict[str, float] | N
             answers[s.answer] = answers.get(s.answer, 0) + 1
     score = predicted_pass_rate(samples)
     return Probe(samples, score, difficulty_bin(score, thresholds), answers)
+
+
+@dataclass
+class ProbeConfig:
+    n: int = 4  # samples
+
+    def validate(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"n must be at least 1, got {self.n!r}")
+
+
+@register("probe", ProbeConfig)
+async def probe_strategy(problem: Problem, ctx: SearchContext, cfg: ProbeConfig) -> SearchResult:
+    """The difficulty probe on its own: the samples `auto` starts from, the PRM-weighted vote of
+    them as the answer, and the predicted pass@1 and bin in `meta` (what `ponder calibrate` bins by)."""
+    pr = await probe(ctx, cfg.n)
+    result = await conclude(ctx, "probe", pr.samples, aggregation="last", selection="prm_vote", trace=[])
+    result.meta.update({"probe_score": pr.score, "difficulty": pr.bin})
+    return result

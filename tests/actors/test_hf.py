@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
 from ponder.actors.engine import PolicyEngine, RewardEngine, ScoreRequest, StepRequest
-from ponder.actors.hf import HFPolicy, HFReward, plain_prompt, render_prompt
+from ponder.actors.hf import (
+    DEFAULT_PRM_SYSTEM,
+    PRM_CONFIG_FILE,
+    HFPolicy,
+    HFReward,
+    PRMConvention,
+    load_prm_convention,
+    plain_prompt,
+    render_prompt,
+)
 from ponder.config import ConfigError, EngineConfig
+from ponder.tasks.arith import tokenizer as chartok
 from tests.actors.hf_fixtures import PROBLEM, SOLUTION, build_tiny_model
 
 STEPS = SOLUTION.split("\n\n")
@@ -127,3 +139,33 @@ async def test_reward_one_per_step(reward):
     assert out[0].rewards[0] == pytest.approx(out[1].rewards[0], abs=1e-5)
     [alone] = await reward.score([ScoreRequest(PROBLEM, ["1 + 1 = 3"] * 3)])
     assert alone.rewards == pytest.approx(out[2].rewards, abs=1e-5)
+
+
+# ------------------------------------------------------------------ the PRM convention file
+
+
+def test_prm_style_errors(tmp_path):
+    tok = chartok.save_tokenizer(tmp_path)
+    (tmp_path / PRM_CONFIG_FILE).write_text(json.dumps({"style": "ranker", "step_tag": "<step>", "step_tag_id": 1}))
+    with pytest.raises(ConfigError, match="unsupported PRM style 'ranker'"):
+        load_prm_convention(tmp_path, tok)
+    (tmp_path / PRM_CONFIG_FILE).write_text(json.dumps({"style": "math-shepherd", "step_tag": "<step>",
+                                                          "step_tag_id": tok.convert_tokens_to_ids("<step>")}))
+    with pytest.raises(ConfigError, match="good_token_id"):
+        load_prm_convention(tmp_path, tok)
+
+
+def test_classifier_prm_input_is_chat_formatted(tmp_path):
+    tok = chartok.save_tokenizer(tmp_path)
+    tok.chat_template = "{% for m in messages %}[{{ m.role }}]{{ m.content }}\n{% endfor %}"
+    conv = PRMConvention(step_tag="<step>", step_tag_id=tok.convert_tokens_to_ids("<step>"), style="classifier")
+    text = tok.decode(conv.input_ids(tok, "Compute 1 + 2.", ["1 + 2 = 3<step>", "The answer is 3."]))
+    assert text == f"[system]{DEFAULT_PRM_SYSTEM}\n[user]Compute 1 + 2.\n[assistant]1 + 2 = 3<step>The answer is 3.<step>\n"
+
+
+def test_the_hf_engine_names_a_classifier_prm_it_does_not_serve(model_dir, tmp_path):
+    d = Path(shutil.copytree(model_dir, tmp_path / "cls"))
+    tag = json.loads((d / PRM_CONFIG_FILE).read_text())["step_tag_id"]
+    (d / PRM_CONFIG_FILE).write_text(json.dumps({"style": "classifier", "step_tag": chartok.STEP_TAG, "step_tag_id": tag}))
+    with pytest.raises(ConfigError, match="'classifier' PRM.*vllm engine"):
+        HFReward.from_config(EngineConfig(kind="hf", path=str(d), device="cpu"))

@@ -23,15 +23,8 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM  # 
 
 from ponder.actors import hf  # noqa: E402
 from ponder.actors.engine import ScoreRequest, StepRequest  # noqa: E402
-from ponder.actors.vllm_engine import (  # noqa: E402
-    DEFAULT_PRM_SYSTEM,
-    PRMConvention,
-    VLLMPolicy,
-    VLLMReward,
-    encode_prompt,
-    load_prm_convention,
-    load_tokenizer,
-)
+from ponder.actors.hf import load_prm_convention  # noqa: E402
+from ponder.actors.vllm_engine import VLLMPolicy, VLLMReward, encode_prompt, load_tokenizer  # noqa: E402
 from ponder.config import MODELS_DIR, ConfigError, EngineConfig  # noqa: E402
 from ponder.tasks.arith import tokenizer as chartok  # noqa: E402
 from ponder.tasks.arith.problems import generate  # noqa: E402
@@ -369,22 +362,3 @@ async def test_a_classifier_head_prm_matches_its_head_by_hand(tmp_path_factory):
         assert len(set(out[0].rewards)) == 2  # distinct steps, distinct rewards: the head is read per tag
     finally:
         engine.close()
-
-
-def test_prm_style_errors(tmp_path):
-    tok = chartok.save_tokenizer(tmp_path)
-    (tmp_path / hf.PRM_CONFIG_FILE).write_text(json.dumps({"style": "ranker", "step_tag": "<step>", "step_tag_id": 1}))
-    with pytest.raises(ConfigError, match="unsupported PRM style 'ranker'"):
-        load_prm_convention(tmp_path, tok)
-    (tmp_path / hf.PRM_CONFIG_FILE).write_text(json.dumps({"style": "math-shepherd", "step_tag": "<step>",
-                                                          "step_tag_id": tok.convert_tokens_to_ids("<step>")}))
-    with pytest.raises(ConfigError, match="good_token_id"):
-        load_prm_convention(tmp_path, tok)
-
-
-def test_classifier_prm_input_is_chat_formatted(tmp_path):
-    tok = chartok.save_tokenizer(tmp_path)
-    tok.chat_template = "{% for m in messages %}[{{ m.role }}]{{ m.content }}\n{% endfor %}"
-    conv = PRMConvention(step_tag="<step>", step_tag_id=tok.convert_tokens_to_ids("<step>"), style="classifier")
-    text = tok.decode(conv.input_ids(tok, "Compute 1 + 2.", ["1 + 2 = 3<step>", "The answer is 3."]))
-    assert text == f"[system]{DEFAULT_PRM_SYSTEM}\n[user]Compute 1 + 2.\n[assistant]1 + 2 = 3<step>The answer is 3.<step>\n"

@@ -247,13 +247,9 @@ def test_calibrate_hands_problems_runner_budgets_and_strategies_to_the_scheduler
 
     seen = {}
 
-    class Table:
-        def save(self, path):
-            path.write_text("easy: best_of_n\n")
-
-    def calibrate(problems, runner, budgets, strategies):
+    async def calibrate(problems, runner, budgets, strategies):
         seen.update(problems=problems, runner=runner, budgets=[b.label() for b in budgets], strategies=strategies)
-        return Table()
+        return {"easy": "best_of_n"}
 
     monkeypatch.setitem(sys.modules, "ponder.scheduler.calibrate", types.SimpleNamespace(calibrate=calibrate))
     out = tmp_path / "table.yaml"

@@ -47,3 +47,14 @@ def test_calibrate_then_auto_from_the_cli(tmp_path, capsys):
     chosen = {r["meta"]["difficulty"]: r["meta"]["auto_strategy"] for r in rows}
     learned = AllocationTable.from_dict(data)
     assert all(learned.choose(b, Budget(n=4))[0].strategy == s for b, s in chosen.items())
+
+
+async def test_calibration_bins_are_the_ones_auto_computes():
+    # `probe` draws the samples `auto` starts from, so a dev problem lands in the bin it gets at run time.
+    cfg = PonderConfig.from_dict({"cluster": {"address": "inprocess"}})
+    runner = Runner(FakePolicy(p_correct=0.6), FakePRM(noise=0.1), cfg)
+    ps = problems(4, level=1, seed=5) + problems(4, level=5, seed=6)
+    probed = {p.id: r async for p, r in runner.run(ps, "probe", "n=4")}
+    auto = {p.id: r async for p, r in runner.run(ps, "auto", "n=4")}
+    assert [probed[p.id].meta["probe_score"] for p in ps] == [auto[p.id].meta["probe_score"] for p in ps]
+    assert len({r.meta["difficulty"] for r in probed.values()}) > 1

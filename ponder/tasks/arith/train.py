@@ -27,7 +27,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from ponder.actors.hf import PRM_CONFIG_FILE, HFPolicy, HFReward, plain_prompt, prm_text
 from ponder.actors.engine import ScoreRequest, StepRequest
-from ponder.config import EngineConfig
+from ponder.config import REPO_ROOT, EngineConfig
 from ponder.tasks.arith import tokenizer as chartok
 from ponder.tasks.arith.problems import LEVELS, STEP_DELIMITER, format_answer, format_step, generate, make_chain, parse, parse_step, prefix_labels
 
@@ -442,11 +442,11 @@ def write_cards(policy_dir: Path, prm_dir: Path) -> None:
             ]
             if "prm_step_auroc" in ev:
                 lines += [
-                    f"PRM step AUROC against exact prefix labels on the policy's T=0.8 samples of the same set:",
+                    "PRM step AUROC against exact prefix labels on the policy's T=0.8 samples of the same set:",
                     f"**{ev['prm_step_auroc']:.3f}** ({ev['prm_steps_scored']} steps, {ev['prm_good_fraction']:.0%} good).",
                     "",
                 ]
-        lines += _search_section(Path(__file__).resolve().parents[3] / "bench" / "results" / "arith_eval.json")
+        lines += _search_section(REPO_ROOT / "bench" / "results" / "arith_eval.json")
         (d / "README.md").write_text("\n".join(lines) + "\n")
 
 
