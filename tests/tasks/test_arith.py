@@ -16,6 +16,7 @@ from ponder.tasks.arith.problems import (
     parse,
     parse_step,
     prefix_labels,
+    slip_result,
 )
 from ponder.tasks.grading import extract_answer, grade
 
@@ -190,3 +191,21 @@ def test_empty_and_partial_solutions() -> None:
     assert prefix_labels(p.problem, steps[:1]) == [True]
     with pytest.raises(ValueError, match="not an arithmetic problem"):
         check_steps("What is 2 + 2?", steps)
+
+
+def test_slip_result_changes_one_digit() -> None:
+    import random
+
+    rng = random.Random(0)
+    for p in PROBLEMS[:60]:
+        steps = steps_of(p.problem)
+        k = rng.randrange(len(steps))
+        bad = slip_result(steps[k], rng)
+        (a, op, b, c), answer = parse_step(steps[k])
+        (a2, op2, b2, c2), answer2 = parse_step(bad)
+        assert (a2, op2, b2) == (a, op, b) and len(str(c2)) == len(str(c))
+        assert sum(x != y for x, y in zip(str(c), str(c2))) == 1
+        assert (answer2 is None) == (answer is None) and (answer2 is None or answer2 == str(c2))
+        assert prefix_labels(p.problem, steps[:k] + [bad])[-1] is False
+    with pytest.raises(ValueError, match="not a step"):
+        slip_result("I think so", rng)

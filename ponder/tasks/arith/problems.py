@@ -108,6 +108,20 @@ def format_answer(value: int | str) -> str:
     return f"The answer is \\boxed{{{value}}}."
 
 
+def slip_result(step: str, rng: random.Random) -> str:
+    """A reference step with one digit of its result changed (the boxed answer too, on the last
+    step): the smallest arithmetic slip, which a PRM that checks arithmetic must catch."""
+    parsed, answer = parse_step(step)
+    if parsed is None:
+        raise ValueError(f"not a step: {step!r}")
+    a, op, b, c = parsed
+    digits = list(str(c))
+    i = rng.randrange(len(digits))
+    digits[i] = rng.choice([d for d in "0123456789" if d != digits[i] and (i or d != "0" or len(digits) == 1)])
+    bad = int("".join(digits))
+    return format_step(a, op, b, bad) + ("\n" + format_answer(bad) if answer is not None else "")
+
+
 def _rand_digits(rng: random.Random, digits: int) -> int:
     return rng.randint(1 if digits == 1 else 10 ** (digits - 1) // 2, 10**digits - 1)
 

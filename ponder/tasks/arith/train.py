@@ -447,7 +447,20 @@ def write_cards(policy_dir: Path, prm_dir: Path) -> None:
                     "",
                 ]
         lines += _search_section(REPO_ROOT / "bench" / "results" / "arith_eval.json")
-        (d / "README.md").write_text("\n".join(lines) + "\n")
+        card = d / "README.md"
+        kept = _kept_section(card.read_text() if card.exists() else "", "## Limitations")
+        card.write_text("\n".join(lines) + "\n" + (f"{kept}\n" if kept else ""))
+
+
+def _kept_section(text: str, heading: str) -> str:
+    """A hand-written section of an existing card (to its end or the next heading of its
+    level): regenerating the card from measurements keeps what was learnt about the model."""
+    start = text.find("\n" + heading + "\n")
+    if start < 0:
+        return ""
+    body = text[start + 1 :]
+    end = body.find("\n## ", len(heading))
+    return (body if end < 0 else body[:end]).strip()
 
 
 def _search_section(path: Path) -> list[str]:
