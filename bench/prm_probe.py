@@ -59,7 +59,13 @@ async def probe(prm_dir: str, policy_dir: str, pairs: int, seed: int) -> dict:
         lv["policy"].append(policy_loglik(policy, tok, p.problem, good) > policy_loglik(policy, tok, p.problem, bad))
     share = {lv: {who: sum(v) / len(v) for who, v in d.items()} for lv, d in sorted(out.items())}
     every = {who: sum(sum(d[who]) for d in out.values()) / len(rows) for who in ("prm", "policy")}
-    return {"prm": prm_dir, "policy": policy_dir, "pairs": len(rows), "seed": seed, "by_level": share, "all": every}
+    return {"prm": _shown(prm_dir), "policy": _shown(policy_dir), "pairs": len(rows), "seed": seed, "by_level": share, "all": every}
+
+
+def _shown(path: str) -> str:
+    """A path as the results file records it: relative to the repository when inside it."""
+    p = Path(path).resolve()
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
 
 
 def main(argv: list[str] | None = None) -> None:
