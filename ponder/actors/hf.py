@@ -304,10 +304,8 @@ class HFReward:
         self.tokenizer, self.model, self.device = tokenizer, model, device
         self.max_batch = max_batch
         self.name = name
-        self.step_tag = conv.step_tag
-        self.tag_id = conv.step_tag_id
+        self.conv = conv
         self.label_ids = [int(conv.good_token_id), int(conv.bad_token_id)]  # type: ignore[arg-type]
-        self.delimiter = conv.delimiter
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self._lock = threading.Lock()
 
@@ -339,10 +337,7 @@ class HFReward:
             return self._score(requests)
 
     def _score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
-        seqs = [
-            self.tokenizer(prm_text(r.problem, r.steps, self.step_tag, self.delimiter), add_special_tokens=False).input_ids
-            for r in requests
-        ]
+        seqs = [self.conv.input_ids(self.tokenizer, r.problem, r.steps) for r in requests]
         width = max(len(s) for s in seqs)
         ids = torch.tensor([s + [self.pad_id] * (width - len(s)) for s in seqs], device=self.device)
         mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=self.device)
@@ -350,7 +345,7 @@ class HFReward:
         good = logits[..., self.label_ids].float().softmax(-1)[..., 0]
         results = []
         for i, (r, s) in enumerate(zip(requests, seqs)):
-            rewards = good[i][(ids[i] == self.tag_id) & (mask[i] == 1)].tolist()
+            rewards = good[i][(ids[i] == self.conv.step_tag_id) & (mask[i] == 1)].tolist()
             if len(rewards) != len(r.steps):  # a step that itself holds the tag text
                 raise ValueError(f"PRM input has {len(rewards)} step tags for {len(r.steps)} steps")
             results.append(ScoreResult(rewards=rewards, tokens=len(s)))

@@ -313,7 +313,7 @@ class SimPolicy:
         if wrong:
             a, c = _mistake(rng, a, op, b)
         last = i == len(chain.ops) - 1 or (wrong and rng.random() < self.settings.early_answer)
-        text = format_step(a, op, b, c) + ("\n" + format_answer(c) if last else "")
+        text = format_step(a, op, b, c, final=last)
         return self._emit(text, last, req)
 
     @staticmethod

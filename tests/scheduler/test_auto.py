@@ -1,6 +1,5 @@
 """Difficulty probe, allocation table, probe reuse and strategy `auto` (in-process fakes)."""
 
-
 import pytest
 
 from ponder.config import Budget, ConfigError

@@ -32,6 +32,7 @@ def test_tiny_training_run_end_to_end(tmp_path) -> None:
     assert set(ev["levels"]) == {"1", "2", "3", "4", "5"} and ev["prm_steps_scored"] > 0
     card = (policy / "README.md").read_text()
     assert "## Evaluation" in card and "| 5 |" in card
+    assert "## Search with the PRM" not in card  # that table measured the shipped models, not these
     assert "## Training" in (prm / "README.md").read_text()
 
 

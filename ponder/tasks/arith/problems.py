@@ -79,11 +79,10 @@ class Chain:
 
     def solution_steps(self) -> list[str]:
         steps, a = [], self.start
-        for op, b in self.ops:
+        for i, (op, b) in enumerate(self.ops):
             c = apply(op, a, b)
-            steps.append(format_step(a, op, b, c))
+            steps.append(format_step(a, op, b, c, final=i == len(self.ops) - 1))
             a = c
-        steps[-1] += "\n" + format_answer(a)
         return steps
 
     def solution(self) -> str:
@@ -100,8 +99,9 @@ def apply(op: str, a: int, b: int) -> int:
     raise ValueError(f"unknown operation {op!r}")
 
 
-def format_step(a: int, op: str, b: int, c: int) -> str:
-    return f"{a} {op} {b} = {c}"
+def format_step(a: int, op: str, b: int, c: int, final: bool = False) -> str:
+    """One step; the final one also states its result as the boxed answer."""
+    return f"{a} {op} {b} = {c}" + ("\n" + format_answer(c) if final else "")
 
 
 def format_answer(value: int | str) -> str:
@@ -119,7 +119,7 @@ def slip_result(step: str, rng: random.Random) -> str:
     i = rng.randrange(len(digits))
     digits[i] = rng.choice([d for d in "0123456789" if d != digits[i] and (i or d != "0" or len(digits) == 1)])
     bad = int("".join(digits))
-    return format_step(a, op, b, bad) + ("\n" + format_answer(bad) if answer is not None else "")
+    return format_step(a, op, b, bad, final=answer is not None)
 
 
 def _rand_digits(rng: random.Random, digits: int) -> int:

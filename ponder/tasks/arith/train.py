@@ -27,9 +27,9 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from ponder.actors.hf import PRM_CONFIG_FILE, HFPolicy, HFReward, plain_prompt, prm_text
 from ponder.actors.engine import ScoreRequest, StepRequest
-from ponder.config import REPO_ROOT, EngineConfig
+from ponder.config import MODELS_DIR, REPO_ROOT, EngineConfig
 from ponder.tasks.arith import tokenizer as chartok
-from ponder.tasks.arith.problems import LEVELS, STEP_DELIMITER, format_answer, format_step, generate, make_chain, parse, parse_step, prefix_labels
+from ponder.tasks.arith.problems import LEVELS, STEP_DELIMITER, format_step, generate, make_chain, parse, parse_step, prefix_labels
 
 # Training levels are drawn with these weights: the hard levels are long and most of the work.
 LEVEL_WEIGHTS = {1: 1.0, 2: 1.0, 3: 1.0, 4: 1.0, 5: 1.0}
@@ -173,7 +173,7 @@ def _reference_trajectories(problems, rng: random.Random):
         k = rng.randrange(len(steps))
         (a, op, b, c), answer = parse_step(steps[k])
         wrong = c + rng.choice([-1, 1]) * 10 ** rng.randrange(len(str(abs(c))))
-        bad = format_step(a, op, b, wrong) + ("\n" + format_answer(wrong) if answer is not None else "")
+        bad = format_step(a, op, b, wrong, final=answer is not None)
         trajectory = steps[:k] + [bad]
         out.append((p.problem, trajectory, prefix_labels(p.problem, trajectory)))
     return out
@@ -447,7 +447,8 @@ def write_cards(policy_dir: Path, prm_dir: Path) -> None:
                     f"**{ev['prm_step_auroc']:.3f}** ({ev['prm_steps_scored']} steps, {ev['prm_good_fraction']:.0%} good).",
                     "",
                 ]
-        lines += _search_section(REPO_ROOT / "bench" / "results" / "arith_eval.json")
+        if policy_dir.resolve() == (MODELS_DIR / "arith-policy").resolve():  # what `ponder eval` runs by default
+            lines += _search_section(REPO_ROOT / "bench" / "results" / "arith_eval.json")
         card = d / "README.md"
         kept = _kept_section(card.read_text() if card.exists() else "", "## Limitations")
         card.write_text("\n".join(lines) + "\n" + (f"{kept}\n" if kept else ""))
@@ -465,7 +466,8 @@ def _kept_section(text: str, heading: str) -> str:
 
 
 def _search_section(path: Path) -> list[str]:
-    """The search table measured by bench/arith_eval.py with these models, when it is there."""
+    """The search table bench/arith_eval.py measured with the shipped models, when it is there
+    (only their cards get it: the bench runs the default models, not a fresh training run)."""
     if not path.exists():
         return []
     res = json.loads(path.read_text())
