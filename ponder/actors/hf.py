@@ -6,15 +6,18 @@ decoding that reuses the KV cache, each row stopping on its own at the step deli
 sequence or its token limit. Each sample draws from its own `torch.Generator` seeded from the
 request seed and sample index, so a result does not depend on what else was in the batch.
 
-The PRM follows Math-Shepherd (what vLLM serves as a step reward model): a plain causal LM, a
-step tag token after each step, and the reward of a step = softmax over the (good, bad) label
-tokens' logits at its tag, P(good). The tag and label tokens come from `prm_config.json` in
-the model directory.
+The PRM's convention comes from `prm_config.json` in its model directory (`PRMConvention`):
+Math-Shepherd (what vLLM serves as a step reward model: a plain causal LM, a step tag token after
+each step, the reward of a step = softmax over the (good, bad) label tokens' logits at its tag,
+P(good)), or an implicit PRM (Yuan et al. 2412.01981, as EurusPRM / PRIME: a causal LM and its
+reference model; the reward after step k is sigmoid(beta * sum of log pi/pi_ref over the
+solution's tokens up to the end of step k)).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import random
 import threading
@@ -64,24 +67,47 @@ DEFAULT_PRM_SYSTEM = "Please reason step by step, and put your final answer with
 
 @dataclass(frozen=True)
 class PRMConvention:
-    """How a PRM reads steps, from `prm_config.json` in its model dir. Two styles:
+    """How a PRM reads steps, from `prm_config.json` in its model dir. Three styles:
 
     - "math-shepherd": a causal LM; the reward at each step tag is P(good) = softmax over the
       (good, bad) label-token logits (`good_token_id`, `bad_token_id`);
     - "classifier": a model with a two-class token head read at each step tag (Qwen2.5-Math-PRM:
       `Qwen2ForProcessRewardModel`, step tag `<extra_0>`); the reward is the probability of class
       `good_label`. With a chat template the input is system + user (problem) + assistant (steps,
-      each followed by the tag), as that model was trained.
+      each followed by the tag), as that model was trained;
+    - "implicit": a causal LM read against its reference LM (`reference`, a model dir, relative
+      paths from the PRM dir); no tag, the input is the policy's own prompt and steps (each
+      followed by the delimiter) and the reward after step k is sigmoid(beta * q_k), q_k the sum of
+      log pi(token) - log pi_ref(token) over the solution's tokens through step k's delimiter.
     """
 
-    step_tag: str
-    step_tag_id: int
+    step_tag: str = ""
+    step_tag_id: int = -1
     good_token_id: int | None = None
     bad_token_id: int | None = None
     delimiter: str = STEP_DELIMITER
     style: str = "math-shepherd"
     good_label: int = 1
     system: str | None = DEFAULT_PRM_SYSTEM
+    reference: str | None = None
+    beta: float = 1.0
+
+    def step_spans(self, tokenizer: Any, problem: str, steps: list[str]) -> tuple[list[int], int, list[int]]:
+        """The implicit PRM's input: (token ids of the policy's text, index of the first
+        solution token, end index (exclusive) of each step's delimiter). Positions come from the
+        tokenizer's character offsets, so merges across a step boundary are handled."""
+        text = render_prompt(tokenizer, problem, steps, self.delimiter)
+        head = len(render_prompt(tokenizer, problem, [], self.delimiter))
+        ends, at = [], head
+        for s in steps:
+            at += len(s) + len(self.delimiter)
+            ends.append(at)
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        starts = [a for a, _ in enc.offset_mapping]
+        first = next((i for i, a in enumerate(starts) if a >= head), len(starts))
+        # step k ends before the first token that starts at or after its last character
+        bounds = [next((i for i, a in enumerate(starts) if a >= e), len(starts)) for e in ends]
+        return list(enc.input_ids), first, bounds
 
     def input_ids(self, tokenizer: Any, problem: str, steps: list[str]) -> list[int]:
         if self.style == "classifier" and getattr(tokenizer, "chat_template", None):
@@ -94,7 +120,7 @@ class PRMConvention:
         return tokenizer(prm_text(problem, steps, self.step_tag, self.delimiter), add_special_tokens=False).input_ids
 
 
-PRM_STYLES = ("math-shepherd", "classifier")
+PRM_STYLES = ("math-shepherd", "classifier", "implicit")
 
 
 def load_prm_convention(path: str | Path, tokenizer: Any) -> PRMConvention:
@@ -107,10 +133,20 @@ def load_prm_convention(path: str | Path, tokenizer: Any) -> PRMConvention:
     style = data.get("style", "math-shepherd") if isinstance(data, dict) else None
     if style not in PRM_STYLES:
         raise ConfigError(f"unsupported PRM style {style!r} in {file} (supported: {', '.join(PRM_STYLES)})")
-    need = ["step_tag", "step_tag_id"] + (["good_token_id", "bad_token_id"] if style == "math-shepherd" else [])
+    need = {"math-shepherd": ["step_tag", "step_tag_id", "good_token_id", "bad_token_id"],
+            "classifier": ["step_tag", "step_tag_id"], "implicit": ["reference"]}.get(style, [])
     missing = [k for k in need if k not in data]
     if missing:
         raise ConfigError(f"{file} lacks {', '.join(missing)}")
+    if style == "implicit":
+        reference = Path(path) / str(data["reference"])
+        beta = data.get("beta", 1.0)
+        if not (reference / "config.json").is_file():
+            raise ConfigError(f"{file}: reference model {reference} is missing or has no config.json")
+        if not isinstance(beta, (int, float)) or beta <= 0:
+            raise ConfigError(f"{file}: beta must be a positive number, got {beta!r}")
+        return PRMConvention(style=style, reference=str(reference), beta=float(beta),
+                             delimiter=data.get("step_separator", STEP_DELIMITER))
     conv = PRMConvention(
         step_tag=data["step_tag"],
         step_tag_id=int(data["step_tag_id"]),
@@ -300,12 +336,20 @@ def _eos_ids(tokenizer: Any, model: Any) -> set[int]:
 
 
 class HFReward:
-    def __init__(self, tokenizer: Any, model: Any, device: str, conv: PRMConvention, max_batch: int = 64, name: str = ""):
+    """A PRM on transformers: Math-Shepherd (label-token logits at each step tag) or implicit
+    (a second forward pass through the reference model; see `PRMConvention`)."""
+
+    def __init__(self, tokenizer: Any, model: Any, device: str, conv: PRMConvention, max_batch: int = 64, name: str = "",
+                 reference: Any = None):
         self.tokenizer, self.model, self.device = tokenizer, model, device
         self.max_batch = max_batch
         self.name = name
         self.conv = conv
-        self.label_ids = [int(conv.good_token_id), int(conv.bad_token_id)]  # type: ignore[arg-type]
+        self.reference = reference
+        if conv.style == "implicit" and reference is None:
+            raise ValueError("an implicit PRM needs its reference model")
+        if conv.style == "math-shepherd":
+            self.label_ids = [int(conv.good_token_id), int(conv.bad_token_id)]  # type: ignore[arg-type]
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self._lock = threading.Lock()
 
@@ -313,17 +357,22 @@ class HFReward:
     def from_config(cls, cfg: EngineConfig) -> HFReward:
         tokenizer, model, device = _load(cfg, "reward")
         conv = load_prm_convention(cfg.path, tokenizer)  # type: ignore[arg-type]
-        if conv.style != "math-shepherd":
-            raise ConfigError(f"hf reward: {cfg.path} is a {conv.style!r} PRM; the hf engine serves math-shepherd PRMs "
-                              "(use the vllm engine)")
-        return cls(tokenizer, model, device, conv, cfg.max_batch, name=str(cfg.path))
+        if conv.style == "classifier":
+            raise ConfigError(f"hf reward: {cfg.path} is a {conv.style!r} PRM; the hf engine serves math-shepherd and "
+                              "implicit PRMs (use the vllm engine)")
+        reference = None
+        if conv.style == "implicit":
+            ref_tok, reference, _ = _load(dataclasses.replace(cfg, path=conv.reference), "reward reference")
+            if ref_tok.get_vocab() != tokenizer.get_vocab():
+                raise ConfigError(f"hf reward: reference {conv.reference} has another tokenizer than {cfg.path}")
+        return cls(tokenizer, model, device, conv, cfg.max_batch, name=str(cfg.path), reference=reference)
 
     def info(self) -> EngineInfo:
         return EngineInfo(
             kind="hf",
             model=self.name,
             device=self.device,
-            extra={"parameters": self.model.num_parameters(), "style": "math-shepherd", "max_batch": self.max_batch},
+            extra={"parameters": self.model.num_parameters(), "style": self.conv.style, "max_batch": self.max_batch},
         )
 
     async def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
@@ -334,13 +383,19 @@ class HFReward:
 
     def _score_locked(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
         with self._lock, torch.inference_mode():
+            if self.conv.style == "implicit":
+                return self._score_implicit(requests)
             return self._score(requests)
 
-    def _score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
-        seqs = [self.conv.input_ids(self.tokenizer, r.problem, r.steps) for r in requests]
+    def _batch(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(s) for s in seqs)
         ids = torch.tensor([s + [self.pad_id] * (width - len(s)) for s in seqs], device=self.device)
         mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=self.device)
+        return ids, mask
+
+    def _score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
+        seqs = [self.conv.input_ids(self.tokenizer, r.problem, r.steps) for r in requests]
+        ids, mask = self._batch(seqs)
         logits = self.model(input_ids=ids, attention_mask=mask).logits
         good = logits[..., self.label_ids].float().softmax(-1)[..., 0]
         results = []
@@ -350,3 +405,27 @@ class HFReward:
                 raise ValueError(f"PRM input has {len(rewards)} step tags for {len(r.steps)} steps")
             results.append(ScoreResult(rewards=rewards, tokens=len(s)))
         return results
+
+    def _score_implicit(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
+        spans = [self.conv.step_spans(self.tokenizer, r.problem, r.steps) for r in requests]
+        ids, mask = self._batch([s[0] for s in spans])
+        ratio = token_logprobs(self.model, ids, mask) - token_logprobs(self.reference, ids, mask)
+        results = []
+        for i, (seq, first, ends) in enumerate(spans):
+            q = implicit_q(ratio[i], first, ends)
+            results.append(ScoreResult(rewards=torch.sigmoid(self.conv.beta * q).tolist(), tokens=2 * len(seq)))
+        return results
+
+
+def token_logprobs(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """log p(token j | tokens before j) for j >= 1, shape (batch, length - 1), in float32."""
+    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+    return logits.log_softmax(-1).gather(-1, ids[:, 1:, None])[..., 0]
+
+
+def implicit_q(ratio: torch.Tensor, first: int, ends: list[int]) -> torch.Tensor:
+    """q_k = sum of the per-token log ratios over tokens first .. ends[k]-1 (`ratio[j]` scores
+    token j+1, as `token_logprobs` returns)."""
+    total = torch.cat([ratio.new_zeros(1), ratio.cumsum(0)])  # total[j] = sum of ratio[:j]
+    first = max(first, 1)  # token 0 has no prediction
+    return torch.stack([total[e - 1] - total[first - 1] for e in ends]) if ends else ratio.new_zeros(0)

@@ -232,6 +232,8 @@ class OpenAIReward:
                 raise ConfigError(f"{Path(local) / hf.PRM_CONFIG_FILE} is not valid JSON: {e}") from None
         elif opts.get("prm_dir"):
             raise ConfigError(f"no {hf.PRM_CONFIG_FILE} in prm_dir {opts['prm_dir']}")
+        if prm.get("style") == "implicit":  # a pooling endpoint serves tag-reading PRMs only
+            raise ConfigError(f"openai reward: {local} is an implicit PRM; serve it with the hf engine")
         step_tag = opts.get("step_tag") or prm.get("step_tag") or "<step>"
         delimiter = opts.get("step_separator") or prm.get("step_separator") or STEP_DELIMITER
         return cls(client, str(step_tag), str(delimiter))

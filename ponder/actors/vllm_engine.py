@@ -191,6 +191,8 @@ class VLLMReward:
         _engine_args(cfg)  # checks the dir and options before anything else
         tokenizer = load_tokenizer(cfg.path)
         conv = load_prm_convention(cfg.path, tokenizer)
+        if conv.style == "implicit":  # two models' prompt log-probs, not a pooling head
+            raise ConfigError(f"vllm reward: {cfg.path} is an implicit PRM; serve it with the hf engine")
         step_pooler = PoolerConfig(pooling_type="STEP", step_tag_id=conv.step_tag_id)
         if conv.style == "classifier":  # the model's own two-class head
             args = _engine_args(cfg, runner="pooling", pooler_config=step_pooler)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -169,3 +170,75 @@ def test_the_hf_engine_names_a_classifier_prm_it_does_not_serve(model_dir, tmp_p
     (d / PRM_CONFIG_FILE).write_text(json.dumps({"style": "classifier", "step_tag": chartok.STEP_TAG, "step_tag_id": tag}))
     with pytest.raises(ConfigError, match="'classifier' PRM.*vllm engine"):
         HFReward.from_config(EngineConfig(kind="hf", path=str(d), device="cpu"))
+
+
+# ------------------------------------------------------------------ implicit PRMs
+
+
+def _implicit_dir(tmp_path: Path, prm: Path, reference: Path, beta: float = 1.0) -> Path:
+    d = Path(shutil.copytree(prm, tmp_path / "implicit"))
+    shutil.copytree(reference, d / "reference")
+    (d / PRM_CONFIG_FILE).write_text(json.dumps({"style": "implicit", "reference": "reference", "beta": beta}))
+    return d
+
+
+def test_implicit_step_spans_cover_each_step_and_its_delimiter(tmp_path):
+    tok = chartok.save_tokenizer(tmp_path)
+    conv = PRMConvention(style="implicit", reference="unused")
+    ids, first, ends = conv.step_spans(tok, PROBLEM, STEPS)
+    assert tok.decode(ids[:first]) == plain_prompt(PROBLEM, [])
+    assert [tok.decode(ids[a:b]) for a, b in zip([first, *ends], ends)] == [s + "\n\n" for s in STEPS]
+    assert ends[-1] == len(ids)
+    tok.chat_template = "{% for m in messages %}[{{ m.role }}]{{ m.content }}\n{% endfor %}{{ '[assistant]' }}"
+    ids, first, ends = conv.step_spans(tok, PROBLEM, STEPS[:1])
+    assert tok.decode(ids[:first]).endswith("[assistant]") and tok.decode(ids[first:ends[0]]) == STEPS[0] + "\n\n"
+
+
+async def test_implicit_prm_read_against_itself_gives_one_half(model_dir, tmp_path):
+    reward = HFReward.from_config(EngineConfig(kind="hf", path=str(_implicit_dir(tmp_path, model_dir, model_dir)), device="cpu"))
+    assert reward.info().extra["style"] == "implicit"
+    [out] = await reward.score([ScoreRequest(PROBLEM, STEPS)])
+    assert out.rewards == [0.5, 0.5]  # log pi - log pi_ref = 0 on every token
+    ids, _, _ = reward.conv.step_spans(reward.tokenizer, PROBLEM, STEPS)
+    assert out.tokens == 2 * len(ids)  # both models read the text
+
+
+async def test_implicit_reward_is_the_sigmoid_of_the_summed_log_ratio(model_dir, tmp_path):
+    import torch
+    from transformers import LlamaForCausalLM
+
+    weak = build_tiny_model(tmp_path / "weak", fit_steps=5)
+    d = _implicit_dir(tmp_path, model_dir, weak, beta=0.5)
+    reward = HFReward.from_config(EngineConfig(kind="hf", path=str(d), device="cpu"))
+    wrong = ["37 + 48 = 95", "95 * 6 = 570\nThe answer is \\boxed{570}."]
+    out = await reward.score([ScoreRequest(PROBLEM, STEPS), ScoreRequest(PROBLEM, wrong[:1])])
+    ids, first, ends = reward.conv.step_spans(reward.tokenizer, PROBLEM, STEPS)
+
+    def logp(path):
+        with torch.no_grad():
+            lp = LlamaForCausalLM.from_pretrained(str(path))(input_ids=torch.tensor([ids])).logits[0].log_softmax(-1)
+        return [lp[j - 1, ids[j]].item() for j in range(len(ids))]
+
+    ratio = [a - b for a, b in zip(logp(d), logp(weak))]
+    expected = [1 / (1 + math.exp(-0.5 * sum(ratio[first:e]))) for e in ends]
+    assert out[0].rewards == pytest.approx(expected, abs=1e-4)
+    # the PRM was fitted to the right solution: it rates that first step above a wrong one
+    assert out[0].rewards[0] > out[1].rewards[0]
+    [alone] = await reward.score([ScoreRequest(PROBLEM, wrong[:1])])  # padding does not move a score
+    assert alone.rewards == pytest.approx(out[1].rewards, abs=1e-5)
+
+
+def test_implicit_prm_config_errors(model_dir, tmp_path):
+    tok = chartok.save_tokenizer(tmp_path)
+    (tmp_path / PRM_CONFIG_FILE).write_text(json.dumps({"style": "implicit"}))
+    with pytest.raises(ConfigError, match="lacks reference"):
+        load_prm_convention(tmp_path, tok)
+    (tmp_path / PRM_CONFIG_FILE).write_text(json.dumps({"style": "implicit", "reference": "nowhere"}))
+    with pytest.raises(ConfigError, match="reference model .*nowhere is missing"):
+        load_prm_convention(tmp_path, tok)
+    (tmp_path / PRM_CONFIG_FILE).write_text(json.dumps({"style": "implicit", "reference": str(model_dir), "beta": -1}))
+    with pytest.raises(ConfigError, match="beta must be a positive number"):
+        load_prm_convention(tmp_path, tok)
+    (tmp_path / PRM_CONFIG_FILE).write_text(json.dumps({"style": "implicit", "reference": str(model_dir), "beta": 2}))
+    conv = load_prm_convention(tmp_path, tok)
+    assert (conv.style, conv.reference, conv.beta) == ("implicit", str(model_dir), 2.0)

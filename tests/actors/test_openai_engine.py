@@ -207,6 +207,12 @@ def test_config_errors(monkeypatch):
     assert r.client.headers == {"Authorization": "Bearer k"} and r.client.pooling_url == "http://x:1/pooling"
 
 
+def test_an_implicit_prm_is_refused_with_the_engine_that_serves_it(tmp_path):
+    (tmp_path / "prm_config.json").write_text(json.dumps({"style": "implicit", "reference": "reference"}))
+    with pytest.raises(ConfigError, match="implicit PRM; serve it with the hf engine"):
+        OpenAIReward.from_config(EngineConfig(kind="openai", options={"base_url": "http://x:1/v1", "prm_dir": str(tmp_path)}))
+
+
 def test_split_tokens():
     assert _split_tokens(10, ["abc"]) == [10]
     shares = _split_tokens(10, ["a", "abcdefgh", "abc"])

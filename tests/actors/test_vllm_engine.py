@@ -73,6 +73,12 @@ def fitted_llama(out: Path, fit_steps: int = 80) -> Path:
         loss.backward()
         opt.step()
     model.save_pretrained(str(out))
+    write_shepherd_config(out, tok)
+    return out
+
+
+def write_shepherd_config(out: Path, tok) -> None:
+    """Read the causal LM in `out` as a Math-Shepherd PRM (the char tokenizer's tag and labels)."""
     tag, good, bad = tok.convert_tokens_to_ids([chartok.STEP_TAG, chartok.GOOD, chartok.BAD])
     prm = {
         "style": "math-shepherd",
@@ -85,7 +91,6 @@ def fitted_llama(out: Path, fit_steps: int = 80) -> Path:
         "step_separator": "\n\n",
     }
     (out / hf.PRM_CONFIG_FILE).write_text(json.dumps(prm))
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +105,13 @@ def policy_dir(request, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def prm_dir(request, tmp_path_factory) -> Path:
-    return _shipped("arith-prm", tmp_path_factory) or request.getfixturevalue("tiny_dir")
+    """The shipped policy's weights read as a Math-Shepherd PRM: vLLM serves tag-reading PRMs,
+    and the shipped `arith-prm` is an implicit one (which the vllm engine refuses)."""
+    d = _shipped("arith-policy", tmp_path_factory)
+    if d is None:
+        return request.getfixturevalue("tiny_dir")
+    write_shepherd_config(d, load_tokenizer(d))
+    return d
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -275,6 +286,9 @@ def test_bad_dir_and_option_are_one_line_errors(tmp_path, policy_dir):
     plain = shutil.copytree(policy_dir, tmp_path / "no-prm")
     (plain / hf.PRM_CONFIG_FILE).unlink(missing_ok=True)
     with pytest.raises(ConfigError, match="not a PRM dir"):
+        VLLMReward.from_config(EngineConfig(kind="vllm", path=str(plain)))
+    (plain / hf.PRM_CONFIG_FILE).write_text(json.dumps({"style": "implicit", "reference": str(policy_dir)}))
+    with pytest.raises(ConfigError, match="implicit PRM; serve it with the hf engine"):
         VLLMReward.from_config(EngineConfig(kind="vllm", path=str(plain)))
 
 

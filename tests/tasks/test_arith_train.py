@@ -24,7 +24,8 @@ def test_tiny_training_run_end_to_end(tmp_path) -> None:
     assert AutoTokenizer.from_pretrained(str(policy)).convert_tokens_to_ids(STEP_TAG) == 3
     assert LlamaForCausalLM.from_pretrained(str(policy)).config.hidden_size == 32
     conv = json.loads((prm / "prm_config.json").read_text())
-    assert conv["style"] == "math-shepherd" and conv["step_tag"] == STEP_TAG
+    assert conv["style"] == "implicit" and conv["beta"] > 0
+    assert LlamaForCausalLM.from_pretrained(str(prm / conv["reference"])).config.hidden_size == 32  # the policy's copy
     reward = HFReward.from_config(EngineConfig(kind="hf", path=str(prm), device="cpu"))
     [out] = asyncio.run(reward.score([ScoreRequest("Compute 12 + 30.", ["12 + 30 = 42\nThe answer is \\boxed{42}."])]))
     assert len(out.rewards) == 1 and 0.0 < out.rewards[0] < 1.0
