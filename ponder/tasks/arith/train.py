@@ -58,7 +58,7 @@ class TrainArgs:
     prm_problems: int = 400  # fresh problems sampled by the policy for PRM data
     prm_samples: int = 4  # policy samples per PRM problem
     prm_temperature: float = 1.0
-    prm_steps: int = 3200  # the PRM's further next-token training on reference solutions
+    prm_steps: int = 8000  # the PRM's further next-token training on reference solutions
     prm_batch: int = 32
     prm_lr: float = 1e-3
     eval_per_level: int = 30
@@ -338,8 +338,8 @@ REPRODUCE = "python -m ponder.tasks.arith.train --out models"
 REPRODUCED = {
     "policy": "Seeded and single-threaded: rerun from scratch on a 2-core x86 CPU with torch 2.13.0, the command gave "
               "these weights bit for bit (checked 2026-11-28).",
-    "prm": "Seeded. The shipped PRM was trained with `--stage prm --threads 2` on the shipped policy; a run with a "
-           "different thread count sums in another order, so its weights differ in the last bits.",
+    "prm": "Seeded. The shipped PRM was trained with `--stage prm --threads 2` on the shipped policy (not yet rerun "
+           "from scratch; a run with another thread count sums in another order, so its weights differ in the last bits).",
 }
 
 
