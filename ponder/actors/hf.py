@@ -407,14 +407,14 @@ class HFReward:
         return results
 
     def _score_implicit(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
+        return [ScoreResult(rewards=torch.sigmoid(self.conv.beta * q).tolist(), tokens=2 * n) for q, n in self.q_values(requests)]
+
+    def q_values(self, requests: list[ScoreRequest]) -> list[tuple[torch.Tensor, int]]:
+        """An implicit PRM's (q_k per step before beta and the sigmoid, input length) per request."""
         spans = [self.conv.step_spans(self.tokenizer, r.problem, r.steps) for r in requests]
         ids, mask = self._batch([s[0] for s in spans])
         ratio = token_logprobs(self.model, ids, mask) - token_logprobs(self.reference, ids, mask)
-        results = []
-        for i, (seq, first, ends) in enumerate(spans):
-            q = implicit_q(ratio[i], first, ends)
-            results.append(ScoreResult(rewards=torch.sigmoid(self.conv.beta * q).tolist(), tokens=2 * len(seq)))
-        return results
+        return [(implicit_q(ratio[i], first, ends), len(seq)) for i, (seq, first, ends) in enumerate(spans)]
 
 
 def token_logprobs(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

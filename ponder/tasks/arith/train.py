@@ -26,8 +26,7 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from ponder.actors.hf import PRM_CONFIG_FILE, HFPolicy, HFReward, PRMConvention, plain_prompt, token_logprobs
-from ponder.actors.hf import implicit_q as hf_implicit_q
+from ponder.actors.hf import PRM_CONFIG_FILE, HFPolicy, HFReward, PRMConvention, plain_prompt
 from ponder.actors.engine import ScoreRequest, StepRequest
 from ponder.config import MODELS_DIR, REPO_ROOT, EngineConfig
 from ponder.tasks.arith import tokenizer as chartok
@@ -179,20 +178,6 @@ REFERENCE_DIR = "reference"  # the implicit PRM's reference model, inside the PR
 REFERENCE_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 
 
-def implicit_q(model, reference, tok, conv: PRMConvention, data, batch: int = 64) -> list[list[float]]:
-    """Each trajectory's q_k (beta = 1), as `HFReward` computes them before the sigmoid."""
-    device = next(model.parameters()).device
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(data), batch):
-            spans = [conv.step_spans(tok, problem, steps) for problem, steps, _ in data[start : start + batch]]
-            ids = _pad_right([sp[0] for sp in spans], tok.pad_token_id).to(device)
-            mask = (ids != tok.pad_token_id).long()
-            ratio = token_logprobs(model, ids, mask) - token_logprobs(reference, ids, mask)
-            out += [hf_implicit_q(ratio[i], first, ends).tolist() for i, (_, first, ends) in enumerate(spans)]
-    return out
-
-
 def fit_beta(qs: list[float], labels: list[bool]) -> float:
     """The beta of sigmoid(beta * q) with the least class-balanced cross-entropy against the
     exact step labels (a grid over 0.01..10, log-spaced): calibration, so rewards read as
@@ -231,9 +216,11 @@ def train_prm(args: TrainArgs, policy_dir: Path, out_dir: Path) -> None:
     policy = HFPolicy.from_config(EngineConfig(kind="hf", path=str(policy_dir), max_batch=128))
     problems = generate(args.prm_problems, seed=args.seed + 1000, levels=(1, 2, 3, 4, 5, 3, 4, 5))
     data = asyncio.run(_sample_trajectories(policy, problems, args.prm_samples, args.prm_temperature, args.seed))
-    conv = PRMConvention(style="implicit", reference=str(ref_dir))
     reference = LlamaForCausalLM.from_pretrained(str(ref_dir)).to(device).eval()
-    qs = [q for row in implicit_q(model, reference, tok, conv, data) for q in row]
+    prm = HFReward(tok, model.eval(), device, PRMConvention(style="implicit", reference=str(ref_dir)), reference=reference)
+    with torch.inference_mode():
+        qs = [x for start in range(0, len(data), 64)
+              for q, _ in prm.q_values([ScoreRequest(p, s) for p, s, _ in data[start : start + 64]]) for x in q.tolist()]
     labels = [lab for _, _, labs in data for lab in labs]
     beta = fit_beta(qs, labels)
     print(f"PRM beta {beta:.3g} on {len(labels)} sampled steps ({sum(labels) / len(labels):.0%} good), "
