@@ -10,27 +10,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import copy
 import dataclasses
+import getpass
 import os
 import sys
-import time
 import types
 import typing
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 import yaml
 
 from ponder.api import report
-from ponder.api.store import (
+from ponder.jobs import spec as spec_mod
+from ponder.jobs.core import run_job
+from ponder.jobs.local import LocalQueue
+from ponder.jobs.records import chosen_rewards
+from ponder.jobs.spec import JobSpec, SpecError, load_strategies, runner_config
+from ponder.jobs.store import (
     JsonlStore,
     MemoryStore,
     ResultStore,
     StoreError,
-    config_fingerprint,
     open_store,
     record_key,
 )
@@ -108,61 +110,24 @@ def _scalar_types(hint: Any) -> tuple[type, ...] | None:
     return tuple(out)
 
 
-def load_strategies() -> None:
-    # The scheduler registers strategies of its own (`auto`) when its runner is imported.
-    import ponder.scheduler.runner  # noqa: F401
+def _spec_call(fn: Any, *args: Any) -> Any:
+    """Run a job-spec validator; its one-line error is a usage error here."""
+    try:
+        return fn(*args)
+    except SpecError as e:
+        raise CliError(str(e), USAGE) from None
 
 
 def resolve_strategies(names: list[str] | None, config: PonderConfig) -> list[registry.Strategy]:
-    load_strategies()
-    out = []
-    for name in dict.fromkeys(names or [config.search.strategy]):
-        try:
-            out.append(registry.get(name))
-        except registry.UnknownStrategy as e:
-            raise CliError(_one_line(e), USAGE) from None
-    return out
+    return _spec_call(spec_mod.resolve_strategies, names, config)
 
 
 def resolve_budgets(specs: list[str] | None, config: PonderConfig) -> list[Budget]:
-    budgets: dict[str, Budget] = {}
-    for spec in specs or [config.search.budget]:
-        try:
-            b = Budget.parse(spec)
-        except ConfigError as e:
-            raise CliError(_one_line(e), USAGE) from None
-        budgets.setdefault(b.label(), b)
-    return list(budgets.values())
+    return _spec_call(spec_mod.resolve_budgets, specs, config)
 
 
-def strategy_params(
-    strategies: list[registry.Strategy], budgets: list[Budget], config: PonderConfig
-) -> dict[str, dict[str, Any]]:
-    """`search.params` split per strategy: each takes the fields it has. A key no selected
-    strategy knows is an error (a typo must not silently do nothing)."""
-    params = config.search.params or {}
-    if not isinstance(params, dict):
-        raise CliError("search.params must be a mapping of strategy parameters", USAGE)
-    fields = {s.name: {f.name for f in dataclasses.fields(s.config_cls)} for s in strategies}
-    for key in params:
-        if not any(key in f for f in fields.values()):
-            raise CliError(f"search.params.{key} is not a parameter of {', '.join(fields)}", USAGE)
-    out = {}
-    for s in strategies:
-        out[s.name] = {k: v for k, v in params.items() if k in fields[s.name]}
-        for b in budgets:  # fail now, not in the middle of a run
-            try:
-                s.make_config(out[s.name], n=b.n)
-            except (TypeError, ValueError) as e:
-                raise CliError(f"{s.name} with budget {b.label()}: {_one_line(e)}", USAGE) from None
-    return out
-
-
-def runner_config(config: PonderConfig) -> PonderConfig:
-    # Strategy params are passed per strategy (see strategy_params), never merged by the runner.
-    cfg = copy.deepcopy(config)
-    cfg.search.params = {}
-    return cfg
+def strategy_params(strategies: list[registry.Strategy], budgets: list[Budget], config: PonderConfig) -> dict[str, dict[str, Any]]:
+    return _spec_call(spec_mod.strategy_params, strategies, budgets, config)
 
 
 def check_model_paths(config: PonderConfig) -> None:
@@ -216,90 +181,27 @@ def check_writable(path: Path, what: str) -> None:
         raise CliError(f"{what} {path} is not writable")
 
 
-def chosen_rewards(result: SearchResult) -> list[float | None]:
-    for c in result.candidates:
-        if c.steps == result.trajectory:
-            return list(c.rewards) + [None] * (len(c.steps) - len(c.rewards))
-    return [None] * len(result.trajectory)
-
-
-def make_record(problem: Problem, result: SearchResult, strategy: str, budget: str, fingerprint: str) -> dict[str, Any]:
-    """One results line: what happened to one problem under one (strategy, budget, config)."""
-    correct = result.correct
-    if correct is None and problem.answer is not None and result.stop_reason != "error":
-        from ponder.tasks.grading import grade
-
-        correct = result.answer is not None and grade(result.answer, problem.answer)
-    votes: dict[str, int] = {}
-    for c in result.candidates:
-        votes[str(c.answer)] = votes.get(str(c.answer), 0) + 1
-    top = sorted(result.candidates, key=lambda c: c.score, reverse=True)[:5]
-    meta = {k: v for k, v in result.meta.items() if k not in ("traceback", "error")}
-    return {
-        "id": problem.id,
-        "level": problem.level,
-        "strategy": strategy,
-        "budget": budget,
-        "fingerprint": fingerprint,
-        "answer": result.answer,
-        "reference": problem.answer,
-        "correct": correct,
-        "stop_reason": result.stop_reason,
-        "compute": dataclasses.asdict(result.compute),
-        "wall_time": round(result.wall_time, 4),
-        "trajectory": [{"step": s, "reward": r} for s, r in zip(result.trajectory, chosen_rewards(result))],
-        "candidates": {
-            "count": len(result.candidates),
-            "answers": votes,
-            "top": [{"answer": c.answer, "score": c.score, "tokens": c.tokens, "steps": len(c.steps)} for c in top],
-        },
-        "error": result.meta.get("error"),
-        "meta": meta,
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-
-
 def close_runner(runner: Any) -> None:
     """Release a runner's resources (a Ray scheduler actor); called outside any event loop,
     since a remote runner's shutdown blocks."""
-    for name in ("aclose", "close", "shutdown"):
-        fn = getattr(runner, name, None)
-        if callable(fn):
-            try:
-                out = fn()
-                if asyncio.iscoroutine(out):
-                    asyncio.run(out)
-            except Exception as e:  # the results are safe already; do not bury them in a traceback
-                print(f"ponder: warning: runner shutdown failed: {_one_line(e)}", file=sys.stderr)
-            return
+    try:
+        asyncio.run(runner.close())
+    except Exception as e:  # the results are safe already; do not bury them in a traceback
+        print(f"ponder: warning: runner shutdown failed: {_one_line(e)}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------- commands
 
 
-@dataclass
-class Job:
-    strategy: str
-    budget: Budget
-    params: dict[str, Any]
-    fingerprint: str
-    pending: list[Problem]
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
     # 1. Validate everything; nothing is written before step 3.
     config = load_config(args)
-    strategies = resolve_strategies(args.strategy, config)
-    budgets = resolve_budgets(args.budget, config)
-    params = strategy_params(strategies, budgets, config)
+    spec = _spec_call(lambda: JobSpec.build(config, args.strategy, args.budget, dataset=args.dataset,
+                                            owner=_owner(), max_attempts=args.max_attempts))
     out_path = Path(args.out) if args.out else None
-    if out_path is not None:
-        check_writable(out_path, "results file")
-        if out_path.exists() and Path(args.dataset).exists() and out_path.samefile(args.dataset):
-            raise CliError("--out must not be the dataset file", USAGE)
-    if args.plot:
-        check_writable(Path(args.plot), "plot file")
+    check_outputs(args.dataset, out_path, Path(args.plot) if args.plot else None)
     problems = load_problems(args.dataset, args.limit)
+    items = _spec_call(spec.plan, problems)
     try:
         store: ResultStore = open_store(out_path) if out_path else MemoryStore()
     except StoreError as e:
@@ -309,26 +211,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"ponder: warning: {warning}", file=sys.stderr)
 
     # 2. Work out what is left to do.
-    done = store.done_keys()
-    jobs, total, keys = [], 0, set()
-    for s in strategies:
-        fp = config_fingerprint(config, s.name, params[s.name])
-        for b in budgets:
-            keyed = [(p, (p.id, s.name, b.label(), fp)) for p in problems]
-            keys.update(k for _, k in keyed)
-            pending = [p for p, k in keyed if k not in done]
-            jobs.append(Job(s.name, b, params[s.name], fp, pending))
-            total += len(pending)
-    already = len(keys) - total
+    queue = LocalQueue(items, store, spec.max_attempts)
+    total = len(queue.pending)
     print(
-        f"ponder: {len(problems)} problems x {len(strategies)} strategies x {len(budgets)} budgets"
-        + (f"; {already} already in {out_path}, {total} to run" if already else f"; {total} to run"),
+        f"ponder: {len(problems)} problems x {len(spec.strategies)} strategies x {len(spec.budgets)} budgets"
+        + (f"; {queue.already} already in {out_path}, {total} to run" if queue.already else f"; {total} to run"),
         file=sys.stderr,
     )
 
     # 3. Run, appending each result as it finishes.
     try:
-        asyncio.run(_run_jobs(runner, jobs, store, total, quiet=args.quiet))
+        asyncio.run(_run_local(runner, spec, queue, total, quiet=args.quiet))
     except KeyboardInterrupt:
         print(f"ponder: interrupted{_resume_hint(out_path)}", file=sys.stderr)
         return INTERRUPTED
@@ -340,7 +233,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         close_runner(runner)
 
     # 4. Summarise this run's keys (the file may hold other configs' results too).
-    records = [r for r in store.records() if record_key(r) in keys]
+    records = [r for r in store.records() if record_key(r) in queue.keys]
     rows = report.summarize(records)
     print(report.format_table(rows))
     if args.plot:
@@ -349,44 +242,61 @@ def cmd_eval(args: argparse.Namespace) -> int:
     failed = [r for r in records if r.get("stop_reason") == "error"]
     if failed:
         print(
-            f"ponder: error: {len(failed)} of {len(records)} searches failed (first: {failed[0].get('error')}); "
-            "run the same command again to retry them",
+            f"ponder: error: {len(failed)} of {len(records)} searches failed after {spec.max_attempts} attempts "
+            f"(first: {failed[0].get('error')}); run the same command again to retry them",
             file=sys.stderr,
         )
         return FAILURE
     return 0
 
 
+def _owner() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in this environment (a container without /etc/passwd entry)
+        return f"uid{os.getuid()}"
+
+
+def check_outputs(dataset: str | None, out: Path | None, plot: Path | None) -> None:
+    """Every output path, before any work starts."""
+    if out is not None:
+        check_writable(out, "results file")
+        if dataset and out.exists() and Path(dataset).exists() and out.samefile(dataset):
+            raise CliError("--out must not be the dataset file", USAGE)
+    if plot is not None:
+        check_writable(plot, "plot file")
+
+
 def _resume_hint(out_path: Path | None) -> str:
     return f"; results so far are in {out_path}: run the same command to resume" if out_path else ""
 
 
-async def _run_jobs(runner: Any, jobs: list[Job], store: ResultStore, total: int, quiet: bool) -> None:
+async def _run_local(runner: Any, spec: JobSpec, queue: LocalQueue, total: int, quiet: bool) -> None:
     from tqdm import tqdm
 
-    finished = graded = correct = 0
-    cost = 0.0
+    counts = {"finished": 0, "graded": 0, "correct": 0, "cost": 0.0}
     bar = tqdm(
         total=total, unit="problem", desc="eval", file=sys.stderr, dynamic_ncols=True, disable=quiet or total == 0
     )
+
+    def on_record(record: dict[str, Any], written: bool) -> None:
+        if not written:
+            return
+        counts["finished"] += 1
+        counts["cost"] += record["compute"]["cost"]
+        if record["correct"] is not None:
+            counts["graded"] += 1
+            counts["correct"] += bool(record["correct"])
+        bar.update(1)
+        bar.set_postfix(
+            acc=f"{100 * counts['correct'] / counts['graded']:.1f}%" if counts["graded"] else "-",
+            tokens=f"{counts['cost'] / counts['finished']:.0f}/problem",
+            refresh=False,
+        )
+
     try:
-        for job in jobs:
-            if not job.pending:
-                continue
-            async for problem, result in runner.run(job.pending, job.strategy, job.budget, job.params):
-                record = make_record(problem, result, job.strategy, job.budget.label(), job.fingerprint)
-                store.append(record)
-                finished += 1
-                cost += record["compute"]["cost"]
-                if record["correct"] is not None:
-                    graded += 1
-                    correct += bool(record["correct"])
-                bar.update(1)
-                bar.set_postfix(
-                    acc=f"{100 * correct / graded:.1f}%" if graded else "-",
-                    tokens=f"{cost / finished:.0f}/problem",
-                    refresh=False,
-                )
+        await run_job(runner, spec, queue, concurrency=spec.ponder_config().scheduler.max_concurrent_searches,
+                      on_record=on_record, poll_s=0.05, max_runtime_failures=3, retry_pause_s=0.5)
     finally:
         bar.close()
 
@@ -562,6 +472,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="FILE.png", help="accuracy-versus-compute plot")
     p.add_argument("--limit", type=_positive_int, metavar="K", help="only the first K problems")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--max-attempts", type=_positive_int, default=3, metavar="K",
+                   help="a search that fails K times ends as an error record (default 3)")
     _add_config_flags(p)
     p.set_defaults(func=cmd_eval)
 

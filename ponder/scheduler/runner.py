@@ -1,7 +1,9 @@
 """`Runner`: many searches as asyncio tasks over one policy and one reward engine.
 
-This is the in-process scheduler. The Ray `Scheduler` actor hosts the same runner with replica
-pools as its engines, so local and distributed runs share one code path.
+This is the in-process scheduler (`SchedulerAPI`). The Ray `Scheduler` actor hosts the same
+runner with replica pools as its engines, so local and distributed runs share one code path.
+Per-job state (`JobState`: its ledgers, its live searches) is keyed by job id, so concurrent
+jobs never share books.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import dataclasses
 import math
 import time
 import traceback
+import uuid
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from ponder.config import Budget, PonderConfig
@@ -19,13 +23,46 @@ from ponder.scheduler import auto as _auto  # noqa: F401  (registers strategy "a
 from ponder.scheduler.allocation import AllocationTable
 from ponder.scheduler.batcher import BatchedPolicy, BatchedReward
 from ponder.scheduler.context import EngineContext
+from ponder.scheduler.interface import SchedulerAPI, group_label
 from ponder.scheduler.ledger import Account, TokenLedger
 from ponder.search import registry
 from ponder.search.types import Problem, SearchResult
 from ponder.tasks.grading import grade
 
 
-class Runner:
+@dataclass(eq=False)
+class JobState:
+    id: str
+    ledger: TokenLedger | None = None  # the job budget, across all its keys
+    group_sizes: dict[str, int] = field(default_factory=dict)
+    groups: dict[str, TokenLedger] = field(default_factory=dict)  # auto's per-(strategy, budget) ledgers
+    live: set[str] = field(default_factory=set)  # search ids running now
+    cancelled: bool = False
+    searches: dict[str, int] = field(default_factory=lambda: {"started": 0, "finished": 0, "errors": 0, "cancelled": 0})
+    spent: float = 0.0
+
+    def ledger_for(self, strategy: str, budget: Budget) -> TokenLedger | None:
+        if self.ledger is not None:
+            return self.ledger
+        if strategy != "auto" or math.isinf(budget.tokens):
+            return None
+        label = group_label(strategy, budget.label())
+        if label not in self.groups:
+            n = self.group_sizes.get(label) or None
+            self.groups[label] = TokenLedger(budget.tokens * (n or 1), n)
+        return self.groups[label]
+
+    def report(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"job": self.id, "searches": dict(self.searches), "spent": self.spent,
+                               "live": len(self.live), "cancelled": self.cancelled}
+        if self.ledger is not None:
+            out["ledger"] = self.ledger.report()
+        if self.groups:
+            out["groups"] = {k: v.report() for k, v in self.groups.items()}
+        return out
+
+
+class Runner(SchedulerAPI):
     def __init__(self, policy_engine: Any, reward_engine: Any, config: PonderConfig | None = None):
         self.config = config or PonderConfig()
         sc = self.config.scheduler
@@ -34,8 +71,10 @@ class Runner:
         self.reward = BatchedReward(reward_engine, sc.max_batch, window)
         self.started = time.perf_counter()
         self._table: AllocationTable | None = None
-        self.ledger: TokenLedger | None = None  # the job ledger of the latest run(), for stats
-        self.searches = {"started": 0, "finished": 0, "errors": 0}
+        self.ledger: TokenLedger | None = None  # the ledger of the latest run(), for stats
+        self.searches = {"started": 0, "finished": 0, "errors": 0, "cancelled": 0}
+        self.jobs: dict[str, JobState] = {}
+        self._live: dict[str, EngineContext] = {}  # search id -> its context
 
     @property
     def allocation(self) -> AllocationTable:
@@ -58,6 +97,41 @@ class Runner:
             **kw,
         )
 
+    # ----- jobs
+
+    async def open_job(self, job_id: str, *, budget: float | None = None, queries: int = 0,
+                       groups: dict[str, int] | None = None) -> None:
+        if job_id in self.jobs:
+            return
+        state = JobState(job_id, group_sizes=dict(groups or {}))
+        if budget is not None:
+            state.ledger = TokenLedger(float(budget), queries or None)
+        self.jobs[job_id] = state
+
+    async def close_job(self, job_id: str) -> dict[str, Any]:
+        state = self.jobs.pop(job_id, None)
+        return state.report() if state is not None else {}
+
+    async def job_stats(self, job_id: str) -> dict[str, Any] | None:
+        state = self.jobs.get(job_id)
+        return state.report() if state is not None else None
+
+    async def cancel(self, search_id: str) -> bool:
+        ctx = self._live.get(search_id)
+        if ctx is None:
+            return False
+        ctx.cancelled = True  # the context refuses every further expand/score
+        return True
+
+    async def cancel_job(self, job_id: str) -> int:
+        state = self.jobs.get(job_id)
+        if state is None:
+            return 0
+        state.cancelled = True
+        return sum([await self.cancel(sid) for sid in list(state.live)])
+
+    # ----- searches
+
     async def solve(
         self,
         problem: Problem,
@@ -65,15 +139,25 @@ class Runner:
         budget: str | Budget | None = None,
         params: dict[str, Any] | None = None,
         *,
+        job: str | None = None,
+        search_id: str | None = None,
         account: Account | None = None,
     ) -> SearchResult:
-        """Run one search. With a ledger `account` the search spends against its grant (and
-        `auto` weights the grant by difficulty) instead of the per-query token budget."""
+        """Run one search. Under a job with a ledger (a job budget, or `auto` under a token
+        budget) the search spends against its grant (and `auto` weights the grant by
+        difficulty) instead of the per-query token budget."""
         s = self.config.search
         name = strategy or s.strategy
         b = budget if isinstance(budget, Budget) else Budget.parse(budget or s.budget)
         strat = registry.get(name)
         cfg = strat.make_config({**s.params, **(params or {})} if strategy in (None, s.strategy) else (params or {}), n=b.n)
+        state = self.jobs.get(job) if job is not None else None
+        if job is not None and state is None:
+            raise KeyError(f"job {job!r} is not open")
+        sid = search_id or uuid.uuid4().hex
+        if account is None and state is not None:
+            ledger = state.ledger_for(strat.name, b)
+            account = ledger.open(sid) if ledger is not None else None
         if strat.name == "auto":
             given = params or {}
             extra: dict[str, Any] = {"account": account}
@@ -85,26 +169,46 @@ class Runner:
         ctx = self.make_context(problem, b.tokens)
         if account is not None:
             account.attach(ctx)
+        ctx.cancelled = state is not None and state.cancelled
+        self._live[sid] = ctx
+        if state is not None:
+            state.live.add(sid)
+            state.searches["started"] += 1
         self.searches["started"] += 1
         t0 = time.perf_counter()
+        refund = 0.0
         try:
             result = await strat.fn(problem, ctx, cfg)
         except Exception as e:  # one broken search must not take down a whole job
             self.searches["errors"] += 1
+            if state is not None:
+                state.searches["errors"] += 1
             result = ctx.result(name, None, [], stop_reason="error")
             result.meta["error"] = f"{type(e).__name__}: {e}"
             result.meta["traceback"] = traceback.format_exc(limit=5)
         finally:
+            self._live.pop(sid, None)
             if account is not None:
                 refund = account.ledger.close(account)
+            if state is not None:
+                state.live.discard(sid)
+        if ctx.cancelled and result.stop_reason != "error":
+            result.stop_reason = "cancelled"
+            self.searches["cancelled"] += 1
+            if state is not None:
+                state.searches["cancelled"] += 1
         self.searches["finished"] += 1
         result.wall_time = time.perf_counter() - t0
         result.compute = ctx.spent
+        if state is not None:
+            state.searches["finished"] += 1
+            state.spent += ctx.spent.cost
         result.meta.setdefault("budget", b.label())
+        result.meta["search_id"] = sid
         if account is not None:
             result.meta["grant"] = account.granted
             result.meta["refund"] = refund
-        if problem.answer is not None:
+        if problem.answer is not None and result.stop_reason != "cancelled":
             result.correct = result.answer is not None and grade(result.answer, problem.answer)
         return result
 
@@ -117,12 +221,14 @@ class Runner:
     ) -> AsyncIterator[tuple[Problem, SearchResult]]:
         """Solve `problems` concurrently (up to `max_concurrent_searches`), yielding as they finish.
 
-        With `scheduler.job_budget` set, or strategy `auto` under a token budget, the problems
-        share one job budget through a `TokenLedger` (the per-query token budget x the number
-        of problems, unless `job_budget` says otherwise)."""
+        The problems are one ad-hoc job: with `scheduler.job_budget` set, or strategy `auto`
+        under a token budget, they share one budget through a `TokenLedger` (the per-query token
+        budget x the number of problems, unless `job_budget` says otherwise)."""
         limit = self.config.scheduler.max_concurrent_searches
         problems = list(problems)
-        self.ledger = ledger = self.job_ledger(problems, strategy, budget)
+        job = f"run-{uuid.uuid4().hex}"
+        await self.open_job(job)
+        self.ledger = self.jobs[job].ledger = self.job_ledger(problems, strategy, budget)
         queue = iter(problems)
         live: dict[asyncio.Task, Problem] = {}
 
@@ -131,15 +237,19 @@ class Runner:
                 p = next(queue, None)
                 if p is None:
                     return
-                acct = ledger.open(p.id) if ledger is not None else None
-                live[asyncio.ensure_future(self.solve(p, strategy, budget, params, account=acct))] = p
+                live[asyncio.ensure_future(self.solve(p, strategy, budget, params, job=job))] = p
 
-        top_up()
-        while live:
-            done, _ = await asyncio.wait(live, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                yield live.pop(task), task.result()
+        try:
             top_up()
+            while live:
+                done, _ = await asyncio.wait(live, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    yield live.pop(task), task.result()
+                top_up()
+        finally:
+            for task in live:
+                task.cancel()
+            await self.close_job(job)
 
     def job_ledger(self, problems: list[Problem], strategy: str | None, budget: str | Budget | None) -> TokenLedger | None:
         sc, s = self.config.scheduler, self.config.search
@@ -150,7 +260,14 @@ class Runner:
             return TokenLedger(b.tokens * len(problems), len(problems))
         return None
 
-    def stats(self) -> dict[str, Any]:
+    async def close(self) -> None:
+        for job in list(self.jobs):
+            await self.cancel_job(job)
+
+    async def stats(self) -> dict[str, Any]:
+        return self.stats_now()
+
+    def stats_now(self) -> dict[str, Any]:
         """What a benchmark reads: busy fractions, batch sizes, expansions, searches, ledger."""
         wall = time.perf_counter() - self.started
         out: dict[str, Any] = {
@@ -165,6 +282,8 @@ class Runner:
             out[f"{role}_mean_batch"] = st.requests / st.calls if st.calls else 0.0
             out[f"{role}_max_batch"] = st.max_batch_seen
         out["wall_s"] = wall
+        out["jobs"] = len(self.jobs)
+        out["live_searches"] = len(self._live)
         if self.ledger is not None:
             out["ledger"] = self.ledger.report()
         return out

@@ -92,13 +92,16 @@ def test_a_search_that_raises_is_recorded_as_error_and_fails_the_run(tmp_path, e
     out = tmp_path / "r.jsonl"
     assert cli.main(eval_args(out, engine, "--budget", "n=4", "--limit", "2")) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("ponder: error: 2 of 2 searches failed (first: RuntimeError: boom)")
+    assert err[-1].startswith("ponder: error: 2 of 2 searches failed after 3 attempts (first: RuntimeError: boom)")
     assert [r["stop_reason"] for r in lines_of(out)] == ["error", "error"]
+    assert [r["attempts"] for r in lines_of(out)] == [3, 3]  # retried in the run, one record each
 
 
 def test_interrupt_leaves_a_valid_file_that_resumes(tmp_path, engine, monkeypatch, capsys):
     out = tmp_path / "r.jsonl"
-    real = cli.make_record
+    from ponder.jobs import core
+
+    real = core.make_record
     calls = []
 
     def interrupt_on_fourth(*a, **kw):
@@ -107,12 +110,12 @@ def test_interrupt_leaves_a_valid_file_that_resumes(tmp_path, engine, monkeypatc
             raise KeyboardInterrupt
         return real(*a, **kw)
 
-    monkeypatch.setattr(cli, "make_record", interrupt_on_fourth)
+    monkeypatch.setattr(core, "make_record", interrupt_on_fourth)
     args = eval_args(out, engine, "--budget", "n=4")
     assert cli.main(args) == cli.INTERRUPTED
     assert "run the same command to resume" in capsys.readouterr().err
     assert len(lines_of(out)) == 3
-    monkeypatch.setattr(cli, "make_record", real)
+    monkeypatch.setattr(core, "make_record", real)
     assert cli.main(args) == 0
     assert len({r["id"] for r in lines_of(out)}) == len(lines_of(out)) == N
 
@@ -124,15 +127,15 @@ def test_a_failing_runner_is_one_line_and_keeps_the_results(tmp_path, engine, mo
 
     def make_runner(config):
         runner = real(config)
-        run = runner.run
+        solve, calls = runner.solve, []
 
-        async def run_then_die(*a, **kw):
-            async for i, item in _enumerate(run(*a, **kw)):
-                if i == 2:
-                    raise ConnectionError("scheduler actor died")
-                yield item
+        async def solve_then_die(*a, **kw):
+            calls.append(1)
+            if len(calls) > 2:  # the scheduler is gone for good: every later call fails
+                raise ConnectionError("scheduler actor died")
+            return await solve(*a, **kw)
 
-        runner.run = run_then_die
+        runner.solve = solve_then_die
         return runner
 
     monkeypatch.setattr(ponder.scheduler, "make_runner", make_runner)
@@ -144,13 +147,6 @@ def test_a_failing_runner_is_one_line_and_keeps_the_results(tmp_path, engine, mo
     monkeypatch.setattr(ponder.scheduler, "make_runner", real)
     assert cli.main(eval_args(out, engine, "--budget", "n=2")) == 0
     assert len(lines_of(out)) == N
-
-
-async def _enumerate(aiter):
-    i = 0
-    async for item in aiter:
-        yield i, item
-        i += 1
 
 
 def test_out_must_not_be_the_dataset(tmp_path, engine, capsys):
@@ -200,7 +196,10 @@ def test_the_runner_is_shut_down_after_eval_and_solve(tmp_path, engine, monkeypa
 
     def make_runner(config):
         runner = real(config)
-        runner.shutdown = lambda: closed.append(runner)
+        async def close():
+            closed.append(runner)
+
+        runner.close = close
         return runner
 
     monkeypatch.setattr(ponder.scheduler, "make_runner", make_runner)

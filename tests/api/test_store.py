@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ponder.api.store import JsonlStore, MemoryStore, config_fingerprint, record_key
+from ponder.jobs.store import JsonlStore, MemoryStore, config_fingerprint, record_key
 from ponder.config import PonderConfig
 
 

@@ -63,5 +63,5 @@ async def test_no_ledger_without_a_job_budget():
     r = runner(0.7, concurrency=4)
     out = await collect(r, problems(3), "best_of_n", "n=4")
     assert r.ledger is None and all("grant" not in x.meta for x in out.values())
-    assert r.stats()["expansion_requests"] == 3
+    assert (await r.stats())["expansion_requests"] == 3
     assert math.isinf(r.make_context(problems(1)[0], math.inf).budget)
