@@ -79,9 +79,29 @@ class ClusterConfig:
 
 @dataclass
 class ApiConfig:
-    redis_url: str | None = None
     host: str = "127.0.0.1"
     port: int = 8000
+
+
+@dataclass
+class JobsConfig:
+    # The job store. None: an embedded redis-server with its data (AOF) under `state_dir`; a
+    # cluster points every node at one real Redis ("redis://host:6379/0").
+    redis_url: str | None = None
+    state_dir: str | None = None  # None: $PONDER_STATE_DIR, else $XDG_STATE_HOME/ponder, else ~/.local/state/ponder
+    max_attempts: int = 3  # a search that fails this often ends as an error record
+    # A claimed item not finished within its lease is run again by another worker. Workers renew
+    # the leases of running searches every lease_s / 3, so it only has to outlast a worker crash.
+    lease_s: float = 60.0
+    worker: str = "ponder-jobs"  # the job worker actor's name (one per Ray namespace)
+
+    def validate(self) -> None:
+        if self.max_attempts < 1:
+            raise ConfigError(f"jobs.max_attempts must be at least 1, got {self.max_attempts}")
+        if not self.lease_s > 0:
+            raise ConfigError(f"jobs.lease_s must be positive, got {self.lease_s}")
+        if self.redis_url is not None and not str(self.redis_url).startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"jobs.redis_url must be a redis://, rediss:// or unix:// URL, got {self.redis_url!r}")
 
 
 def default_policy() -> EngineConfig:
@@ -100,10 +120,13 @@ class PonderConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
+    jobs: JobsConfig = field(default_factory=JobsConfig)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PonderConfig:
-        return _build(cls, data or {}, "")
+        config = _build(cls, data or {}, "")
+        config.jobs.validate()
+        return config
 
     @classmethod
     def load(cls, path: str | Path | None = None, overrides: list[str] | None = None) -> PonderConfig:

@@ -14,6 +14,11 @@ from typing import Protocol, runtime_checkable
 from ponder.search.types import STEP_DELIMITER
 
 
+class EngineUnavailable(RuntimeError):
+    """No engine can take the call at all (a pool with no live replica): every request of a
+    batch would fail alike, so a batcher must not split the batch to find a culprit."""
+
+
 @dataclass
 class StepRequest:
     """Sample `n` continuations of a partial solution `steps` to `problem`."""

@@ -9,7 +9,10 @@ The pool splits each batch into per-replica sub-batches:
 - failure: when a replica dies mid-call its sub-batch is sent again to another replica
   (generation is seeded per request, so a retry gives the same result) while the pool waits
   for Ray to restart the actor, or replaces it if it does not come back;
-- `scale(n)` adds replicas or drains and removes some, dropping no request.
+- `scale(n)` adds replicas or drains and removes some, dropping no request;
+- ownership: given a `ReplicaOwner` (ponder/actors/owner.py) the pool creates and kills replicas
+  through it, so they outlive the process hosting the pool, and `start` attaches to the ones the
+  owner already has before creating any.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Any
 import ray
 from ray.exceptions import ActorDiedError, RayActorError
 
-from ponder.actors.engine import EngineInfo, GeneratedStep, ScoreRequest, ScoreResult, StepRequest
+from ponder.actors.engine import EngineInfo, EngineUnavailable, GeneratedStep, ScoreRequest, ScoreResult, StepRequest
 from ponder.actors.replica import EngineBuilder, actor_options, make_replica
 from ponder.config import ClusterConfig, EngineConfig
 
@@ -35,7 +38,7 @@ log = logging.getLogger(__name__)
 _AFFINITY_KEYS = 100_000  # remembered affinity keys (LRU)
 
 
-class PoolUnavailable(RuntimeError):
+class PoolUnavailable(EngineUnavailable):
     """No replica answered within the pool's restart timeout."""
 
 
@@ -69,6 +72,7 @@ class ReplicaPool:
         builder: EngineBuilder | None = None,
         affinity_slack: int = 64,
         health_timeout_s: float = 10.0,
+        owner: Any = None,
     ):
         if role not in ("policy", "reward"):
             raise ValueError(f"pool role must be 'policy' or 'reward', got {role!r}")
@@ -79,6 +83,7 @@ class ReplicaPool:
         self.cap = max(1, self.cluster.max_inflight_per_replica)
         self.affinity_slack = affinity_slack  # extra work an affine replica may carry over the least loaded
         self.health_timeout_s = health_timeout_s
+        self.owner = owner  # a ReplicaOwner handle, or None: replicas are this process's children
         self.members: list[Member] = []
         self._ids = itertools.count()
         self._affinity: OrderedDict[str, Member] = OrderedDict()
@@ -98,17 +103,26 @@ class ReplicaPool:
         n = n if n is not None else (self.cluster.policy_replicas if self.role == "policy" else self.cluster.reward_replicas)
         if n < 1:
             raise ValueError(f"a {self.role} pool needs at least one replica, got {n}")
+        if self.owner is not None:
+            # Take every replica the owner has (a restarted scheduler's pool finds its old ones;
+            # surplus ones are kept, never killed here) and create only the shortfall.
+            for h in await self.owner.replicas.remote(self.role):
+                self.members.append(Member(h, next(self._ids)))
+            n = max(0, n - len(self.members))
         await self._add(n)
         return self
 
     async def _spawn(self) -> Any:
-        handle = make_replica(self.role, self.engine_cfg, self.cluster, self.builder)
+        if self.owner is not None:
+            handle = await self.owner.spawn.remote(self.role, self.engine_cfg, self.cluster, self.builder)
+        else:
+            handle = make_replica(self.role, self.engine_cfg, self.cluster, self.builder)
         wait = max(self.health_timeout_s, 120.0)
         try:
             await asyncio.wait_for(handle.health.remote(), timeout=wait)
         except asyncio.TimeoutError:
             # Most often the replica cannot be placed: it asks for more than the cluster has free.
-            ray.kill(handle)
+            await self._kill(handle)
             asks = {k: v for k, v in actor_options(self.role, self.cluster).items() if k != "max_concurrency"}
             free = {k: v for k, v in ray.available_resources().items() if not k.startswith(("node:", "object_store"))}
             raise PoolUnavailable(
@@ -147,14 +161,26 @@ class ReplicaPool:
         if m.recovery is not None:
             m.recovery.cancel()
         self.members.remove(m)
-        ray.kill(m.handle, no_restart=True)
+        await self._kill(m.handle)
+
+    async def _kill(self, handle: Any) -> None:
+        if self.owner is not None:
+            await self.owner.retire.remote(self.role, handle)
+        else:
+            ray.kill(handle, no_restart=True)
 
     async def close(self) -> None:
-        for m in list(self.members):
+        """Kill every replica of this pool."""
+        members = self.detach()
+        await asyncio.gather(*(self._kill(m.handle) for m in members))
+
+    def detach(self) -> list[Member]:
+        """Forget every replica without killing it (with an owner, a later pool can attach to them)."""
+        members, self.members = self.members, []
+        for m in members:
             if m.recovery is not None:
                 m.recovery.cancel()
-            ray.kill(m.handle, no_restart=True)
-        self.members.clear()
+        return members
 
     @property
     def size(self) -> int:
@@ -314,7 +340,7 @@ class ReplicaPool:
         if m.draining:
             return
         try:
-            ray.kill(m.handle, no_restart=True)
+            await self._kill(m.handle)
         except Exception:  # already gone
             pass
         log.warning("%s replica %d did not come back; starting a replacement", self.role, m.id)

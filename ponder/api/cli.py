@@ -12,8 +12,10 @@ import argparse
 import asyncio
 import dataclasses
 import getpass
+import json
 import os
 import sys
+import time
 import types
 import typing
 from collections.abc import Sequence
@@ -301,6 +303,196 @@ async def _run_local(runner: Any, spec: JobSpec, queue: LocalQueue, total: int, 
         bar.close()
 
 
+# ---------------------------------------------------------------------------- jobs on a store
+
+
+def _redis_url(args: argparse.Namespace, config: PonderConfig | None = None) -> str:
+    """--redis, else jobs.redis_url, else the embedded server under the state directory."""
+    from ponder.jobs.embedded import EmbeddedRedis
+
+    url = getattr(args, "redis", None) or (config.jobs.redis_url if config is not None else None)
+    if url:
+        if not str(url).startswith(("redis://", "rediss://", "unix://")):
+            raise CliError(f"--redis must be a redis://, rediss:// or unix:// URL, got {url!r}", USAGE)
+        return url
+    state = _state_dir(args, config)
+    try:
+        return EmbeddedRedis(state).ensure()
+    except Exception as e:
+        raise CliError(f"cannot start the embedded Redis under {state}: {_one_line(e)}") from None
+
+
+def _state_dir(args: argparse.Namespace, config: PonderConfig | None = None) -> Path:
+    from ponder.jobs.embedded import default_state_dir
+
+    given = getattr(args, "state_dir", None) or (config.jobs.state_dir if config is not None else None)
+    return Path(given) if given else default_state_dir()
+
+
+def _job_client(args: argparse.Namespace, config: PonderConfig | None = None) -> Any:
+    from ponder.jobs.client import JobClient
+
+    return JobClient(_redis_url(args, config))
+
+
+def _connect_cluster(args: argparse.Namespace, config: PonderConfig) -> None:
+    """Join the cluster the job runs on; the embedded default is a local head that outlives us."""
+    import ray
+
+    from ponder.scheduler.cluster import ensure_local_head, ensure_ray
+
+    address = config.cluster.address
+    if not config.cluster.uses_ray:
+        raise CliError("a submitted job runs on a Ray cluster: --address inprocess cannot be used here", USAGE)
+    try:
+        if address == "local":
+            address = ensure_local_head(_state_dir(args, config))
+        if not ray.is_initialized():
+            ensure_ray(dataclasses.replace(config.cluster, address=address))
+    except ConfigError as e:
+        raise CliError(_one_line(e)) from None
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    config = load_config(args)
+    spec = _spec_call(lambda: JobSpec.build(
+        config, args.strategy, args.budget, dataset=args.dataset, job_budget=args.job_budget, owner=_owner(),
+        name=args.name or "", max_attempts=args.max_attempts or config.jobs.max_attempts))
+    if config.cluster.address not in ("local", None, "inprocess") and not (args.redis or config.jobs.redis_url):
+        raise CliError("a job on a cluster needs a Redis every node reaches: pass --redis URL or set jobs.redis_url", USAGE)
+    problems = load_problems(args.dataset, args.limit)
+    _spec_call(spec.plan, problems)
+    client = _job_client(args, config)
+    _connect_cluster(args, config)
+    job_id = asyncio.run(_submit(client, spec, problems))
+    from ponder.jobs.worker import ensure_worker
+
+    try:
+        ensure_worker(client.store.url, config)
+    except Exception as e:  # the job is stored: a worker started later picks it up
+        print(f"ponder: warning: job {job_id} is queued, but no job worker could be started: {_one_line(e)}",
+              file=sys.stderr)
+    print(job_id)
+    print(f"ponder: submitted {len(problems)} problems x {len(spec.strategies)} strategies x {len(spec.budgets)} "
+          f"budgets; watch it with: ponder jobs wait {job_id}", file=sys.stderr)
+    return 0
+
+
+async def _submit(client: Any, spec: JobSpec, problems: list[Problem]) -> str:
+    try:
+        return await client.submit(spec, problems)
+    finally:
+        await client.close()
+
+
+def _fmt_status(st: dict[str, Any]) -> str:
+    acc = f"{100 * st['accuracy']:.1f}%" if st.get("accuracy") is not None else "-"
+    eta = f"{st['eta_s']:.0f}s" if st.get("eta_s") is not None else "-"
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(st["created_at"])) if st.get("created_at") else "-"
+    return (f"{st['id']}  {st['status']:<9}  {st['done']}/{st['total']}  errors {st['errors']}  acc {acc}  "
+            f"tokens {st['cost']:.0f}  eta {eta}  {st.get('dataset') or '-'}  {st.get('owner') or '-'}  {when}")
+
+
+def _job_call(args: argparse.Namespace, fn: Any) -> Any:
+    client = _job_client(args)
+
+    async def go() -> Any:
+        try:
+            return await fn(client)
+        finally:
+            await client.close()
+
+    return asyncio.run(go())
+
+
+def _need(st: Any, job_id: str) -> Any:
+    if st is None:
+        raise CliError(f"no job {job_id}")
+    return st
+
+
+def cmd_jobs_list(args: argparse.Namespace) -> int:
+    rows = _job_call(args, lambda c: c.list(None if args.all else _owner()))
+    for st in rows:
+        print(_fmt_status(st))
+    if not rows:
+        print("ponder: no jobs" + ("" if args.all else f" of {_owner()} (--all lists every owner's)"), file=sys.stderr)
+    return 0
+
+
+def cmd_jobs_status(args: argparse.Namespace) -> int:
+    st = _need(_job_call(args, lambda c: c.status(args.job_id)), args.job_id)
+    if args.json:
+        print(json.dumps(st, default=str))
+    else:
+        print(_fmt_status(st))
+    return 0
+
+
+def cmd_jobs_results(args: argparse.Namespace) -> int:
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        check_writable(out, "results file")
+
+    async def fetch(c: Any) -> Any:
+        return await c.status(args.job_id), await c.results(args.job_id)
+
+    st, records = _job_call(args, fetch)
+    _need(st, args.job_id)
+    text = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records)
+    if out is None:
+        sys.stdout.write(text)
+    else:  # whole file or nothing: write beside it, then rename
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(out)
+        print(f"ponder: {len(records)} records of job {args.job_id} ({st['status']}) in {out}", file=sys.stderr)
+    if args.summary and records:
+        print(report.format_table(report.summarize(records)), file=sys.stderr if out is None else sys.stdout)
+    return 0
+
+
+def cmd_jobs_cancel(args: argparse.Namespace) -> int:
+    async def go(c: Any) -> Any:
+        return await c.status(args.job_id), await c.cancel(args.job_id)
+
+    st, ok = _job_call(args, go)
+    _need(st, args.job_id)
+    if not ok:
+        raise CliError(f"job {args.job_id} is already {st['status']}")
+    print(f"ponder: job {args.job_id} cancelled ({st['done']}/{st['total']} done; its records stay)", file=sys.stderr)
+    return 0
+
+
+def cmd_jobs_wait(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    bar: Any = None
+
+    def on_progress(st: dict[str, Any]) -> None:
+        nonlocal bar
+        if args.quiet:
+            return
+        if bar is None:
+            bar = tqdm(total=st["total"], initial=st["done"], unit="problem", desc=st["id"][:8], file=sys.stderr,
+                       dynamic_ncols=True)
+        bar.update(st["done"] - bar.n)
+        bar.set_postfix(acc=f"{100 * st['accuracy']:.1f}%" if st.get("accuracy") is not None else "-",
+                        status=st["status"], refresh=False)
+
+    try:
+        st = _job_call(args, lambda c: c.wait(args.job_id, on_progress, timeout_s=args.timeout))
+    except KeyError:
+        raise CliError(f"no job {args.job_id}") from None
+    except TimeoutError as e:
+        raise CliError(_one_line(e)) from None
+    finally:
+        if bar is not None:
+            bar.close()
+    print(_fmt_status(st))
+    return 0 if st["status"] == "completed" and not st["errors"] else FAILURE
+
+
 def cmd_solve(args: argparse.Namespace) -> int:
     config = load_config(args)
     [strategy] = resolve_strategies([args.strategy] if args.strategy else None, config)
@@ -442,12 +634,20 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
                    help="Ray cluster address; 'local' (default) starts a local cluster; 'inprocess': no Ray")
 
 
+def _add_store_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--redis", metavar="URL", help="the job store (default: jobs.redis_url, else an embedded Redis)")
+    p.add_argument("--state-dir", metavar="DIR",
+                   help="where the embedded Redis and local cluster keep their state (default ~/.local/state/ponder)")
+
+
 EXAMPLES = """examples:
   ponder eval --dataset arith:100 --strategy best_of_n --strategy beam_search \\
       --budget n=4 --budget n=16 --out results.jsonl --plot acc.png
   ponder eval --dataset math500.jsonl --strategy auto --budget 8k --out r.jsonl --address auto
   ponder solve "Compute (37 + 48) * 6." --strategy beam_search --budget n=8
   ponder report results.jsonl --plot acc.png
+  ponder submit arith:1000 --strategy beam_search --budget n=8     # prints a job id, returns at once
+  ponder jobs wait JOB_ID ; ponder jobs results JOB_ID --out r.jsonl ; ponder jobs cancel JOB_ID
 Running the same eval again resumes it: finished problems are skipped, failed ones retried."""
 
 
@@ -476,6 +676,48 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a search that fails K times ends as an error record (default 3)")
     _add_config_flags(p)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("submit", help="submit an evaluation job to the cluster; prints its id and returns")
+    p.add_argument("dataset", metavar="PATH|arith:N|hf:NAME")
+    p.add_argument("--strategy", action="append", metavar="NAME", help="search strategy (repeatable)")
+    p.add_argument("--budget", action="append", metavar="TOKENS|n=N", help="compute budget (repeatable)")
+    p.add_argument("--limit", type=_positive_int, metavar="K", help="only the first K problems")
+    p.add_argument("--job-budget", metavar="TOKENS", help="total compute of the whole job (e.g. 2m)")
+    p.add_argument("--name", help="a name to show in `ponder jobs list`")
+    p.add_argument("--max-attempts", type=_positive_int, metavar="K",
+                   help="a search that fails K times ends as an error record (default jobs.max_attempts)")
+    _add_config_flags(p)
+    _add_store_flags(p)
+    p.set_defaults(func=cmd_submit)
+
+    jobs = sub.add_parser("jobs", help="list, watch, fetch and cancel submitted jobs")
+    jsub = jobs.add_subparsers(dest="jobs_command", metavar="ACTION")
+    jsub.required = True
+    p = jsub.add_parser("list", help="jobs, newest first")
+    p.add_argument("--all", action="store_true", help="every owner's jobs, not only yours")
+    _add_store_flags(p)
+    p.set_defaults(func=cmd_jobs_list)
+    p = jsub.add_parser("status", help="a job's progress")
+    p.add_argument("job_id")
+    p.add_argument("--json", action="store_true")
+    _add_store_flags(p)
+    p.set_defaults(func=cmd_jobs_status)
+    p = jsub.add_parser("results", help="a job's records as JSONL (so far, if it still runs)")
+    p.add_argument("job_id")
+    p.add_argument("--out", metavar="FILE.jsonl", help="write here instead of standard output")
+    p.add_argument("--summary", action="store_true", help="also print the summary table")
+    _add_store_flags(p)
+    p.set_defaults(func=cmd_jobs_results)
+    p = jsub.add_parser("cancel", help="stop a job (its records so far stay)")
+    p.add_argument("job_id")
+    _add_store_flags(p)
+    p.set_defaults(func=cmd_jobs_cancel)
+    p = jsub.add_parser("wait", help="a progress bar until the job ends")
+    p.add_argument("job_id")
+    p.add_argument("--timeout", type=float, metavar="S")
+    p.add_argument("--quiet", action="store_true")
+    _add_store_flags(p)
+    p.set_defaults(func=cmd_jobs_wait)
 
     p = sub.add_parser("solve", help="solve one problem and show the reasoning")
     p.add_argument("problem", help="the problem text")

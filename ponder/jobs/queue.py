@@ -5,7 +5,7 @@ implementations share its semantics:
 
 - `LocalQueue` (`ponder.jobs.local`): an in-memory list of pending items over a results file
   (`ponder eval --out FILE`): the local JSONL semantics, resumed by re-planning.
-- `RedisQueue` (`ponder.jobs.redis_queue`): a Redis Stream per job with a consumer group; any
+- `RedisQueue` (`ponder.jobs.redis_store`): a Redis Stream per job with a consumer group; any
   number of workers on any machines claim items; a crashed worker's items are reclaimed after
   their lease.
 

@@ -4,6 +4,12 @@ Searches submit small lists of requests; the batcher gathers what arrives within
 window (or until `max_batch`) and makes one call. Several batches may be in flight at once, so
 a slow PRM batch never holds up generation for other trees. Busy time (wall time with at least
 one call in flight) is recorded per batcher, which is how pool utilisation is reported.
+
+A failing call fails alone: when an engine call raises, the batch is split in halves and each
+half is tried again, so only the request that breaks the engine (a problem the model cannot
+read, a prompt too long for it) gets the error and its batch-mates get their results
+(log2(batch) extra calls per bad request). `EngineUnavailable` (no replica at all) is handed to
+the whole batch at once: splitting cannot help.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from ponder.actors.engine import GeneratedStep, ScoreRequest, ScoreResult, StepRequest
+from ponder.actors.engine import EngineUnavailable, GeneratedStep, ScoreRequest, ScoreResult, StepRequest
 
 Req = TypeVar("Req")
 Res = TypeVar("Res")
@@ -26,6 +32,7 @@ class BatchStats:
     requests: int = 0
     busy_s: float = 0.0
     max_batch_seen: int = 0
+    splits: int = 0  # failed calls split in two to isolate a bad request
 
 
 class Batcher(Generic[Req, Res]):
@@ -79,6 +86,7 @@ class Batcher(Generic[Req, Res]):
         if self._sem:
             await self._sem.acquire()
         self._enter()
+        split = False
         try:
             results = await self._fn([r for r, _ in batch])
             if len(results) != len(batch):
@@ -86,7 +94,15 @@ class Batcher(Generic[Req, Res]):
             for (_, f), res in zip(batch, results):
                 if not f.done():
                     f.set_result(res)
-        except BaseException as e:  # hand the error to every waiting search
+        except Exception as e:
+            if len(batch) > 1 and not isinstance(e, EngineUnavailable):
+                split = True  # find the request that broke the call; the others must not fail with it
+                self.stats.splits += 1
+            else:
+                for _, f in batch:
+                    if not f.done():
+                        f.set_exception(e)
+        except BaseException as e:  # cancelled: hand it to every waiting search
             for _, f in batch:
                 if not f.done():
                     f.set_exception(e)
@@ -94,6 +110,9 @@ class Batcher(Generic[Req, Res]):
             self._exit(len(batch))
             if self._sem:
                 self._sem.release()
+        if split:
+            half = len(batch) // 2
+            await asyncio.gather(self._run(batch[:half]), self._run(batch[half:]))
 
     def _enter(self) -> None:
         if self._inflight == 0:

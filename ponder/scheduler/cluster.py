@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from pathlib import Path
 from typing import Any
 
 from ponder.config import ClusterConfig, ConfigError
@@ -56,3 +57,44 @@ def node_of(actor: Any) -> str:
     import ray
 
     return ray.get(actor.health.remote())["node_id"]
+
+
+def ensure_local_head(state_dir: Path, num_cpus: int | None = None) -> str:
+    """A local Ray head on 127.0.0.1 that outlives this process (for `ponder submit` on the
+    embedded default): the one whose address `state_dir/ray/address` records, started with
+    `ray start --head` if none answers there. Returns its GCS address."""
+    import shutil
+    import subprocess
+    import sys
+
+    state = Path(state_dir) / "ray"
+    state.mkdir(parents=True, exist_ok=True)
+    record = state / "address"
+    if record.exists():
+        address = record.read_text().strip()
+        try:
+            _check_reachable(address, timeout_s=2.0)
+            return address
+        except ConfigError:
+            pass  # stale: the head is gone (a reboot, `ray stop`)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ray_bin = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
+    if ray_bin is None:
+        raise ConfigError("cannot start a local Ray cluster: the `ray` command is not installed")
+    cmd = [ray_bin, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+           "--include-dashboard=false", "--disable-usage-stats"]
+    if num_cpus is not None:
+        cmd.append(f"--num-cpus={num_cpus}")
+    # Loopback only: this is a single-machine cluster (the variable must not be set on a real one).
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise ConfigError(f"cannot start a local Ray cluster: {last[0]}")
+    address = f"127.0.0.1:{port}"
+    tmp = record.with_suffix(".tmp")
+    tmp.write_text(address + "\n")
+    tmp.replace(record)
+    return address

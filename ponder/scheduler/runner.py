@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
+import re
 import time
 import traceback
 import uuid
@@ -28,6 +29,21 @@ from ponder.scheduler.ledger import Account, TokenLedger
 from ponder.search import registry
 from ponder.search.types import Problem, SearchResult
 from ponder.tasks.grading import grade
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def error_line(e: BaseException) -> str:
+    """One line for the user and the record: the remote exception of a Ray task error (not its
+    traceback with colour codes, pids and paths), its first line, bounded."""
+    cause = getattr(e, "cause", None)
+    if isinstance(cause, BaseException):
+        e = cause
+    text = _ANSI.sub("", str(e)).strip()
+    first = " ".join(text.splitlines()[0].split()) if text else ""
+    line = f"{type(e).__name__}: {first}" if first else type(e).__name__
+    return line if len(line) <= 300 else line[:299] + "…"
 
 
 @dataclass(eq=False)
@@ -184,7 +200,7 @@ class Runner(SchedulerAPI):
             if state is not None:
                 state.searches["errors"] += 1
             result = ctx.result(name, None, [], stop_reason="error")
-            result.meta["error"] = f"{type(e).__name__}: {e}"
+            result.meta["error"] = error_line(e)
             result.meta["traceback"] = traceback.format_exc(limit=5)
         finally:
             self._live.pop(sid, None)

@@ -19,6 +19,7 @@ import ray
 from ponder.actors.pool import ReplicaPool
 from ponder.actors.replica import EngineBuilder
 from ponder.config import Budget, PonderConfig
+from ponder.scheduler.interface import SchedulerAPI
 from ponder.search.types import Problem, SearchResult, problem_from_dict, problem_to_dict
 
 
@@ -37,9 +38,14 @@ class Scheduler:
         config: dict[str, Any],
         policy_builder: EngineBuilder | None = None,
         reward_builder: EngineBuilder | None = None,
+        owner_name: str | None = None,
     ):
         self.config = PonderConfig.from_dict(config)
         self._builders = (policy_builder, reward_builder)
+        # With an owner name the replicas belong to that detached ReplicaOwner, not to this
+        # actor: a crashed and restarted scheduler attaches to the same replicas.
+        self.owner_name = owner_name
+        self.owner: Any = None
         self.policy_pool: ReplicaPool | None = None
         self.reward_pool: ReplicaPool | None = None
         self.runner: Any = None
@@ -50,8 +56,12 @@ class Scheduler:
         from ponder.scheduler.runner import Runner
 
         c = self.config
-        self.policy_pool = ReplicaPool("policy", c.policy, c.cluster, builder=self._builders[0])
-        self.reward_pool = ReplicaPool("reward", c.reward, c.cluster, builder=self._builders[1])
+        if self.owner_name:
+            from ponder.actors.owner import get_owner
+
+            self.owner = get_owner(self.owner_name)
+        self.policy_pool = ReplicaPool("policy", c.policy, c.cluster, builder=self._builders[0], owner=self.owner)
+        self.reward_pool = ReplicaPool("reward", c.reward, c.cluster, builder=self._builders[1], owner=self.owner)
         await asyncio.gather(self.policy_pool.start(), self.reward_pool.start())
         self.runner = Runner(self.policy_pool, self.reward_pool, c)
 
@@ -63,11 +73,32 @@ class Scheduler:
 
     async def solve(
         self, problem: dict[str, Any], strategy: str | None = None, budget: str | None = None,
-        params: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None, job: str | None = None, search_id: str | None = None,
     ) -> dict[str, Any]:
         await self.ready()
-        result = await self.runner.solve(problem_from_dict(problem), strategy, budget, params)
+        result = await self.runner.solve(problem_from_dict(problem), strategy, budget, params, job=job, search_id=search_id)
         return result.to_dict()
+
+    async def open_job(self, job_id: str, budget: float | None = None, queries: int = 0,
+                       groups: dict[str, int] | None = None) -> None:
+        await self.ready()
+        await self.runner.open_job(job_id, budget=budget, queries=queries, groups=groups)
+
+    async def close_job(self, job_id: str) -> dict[str, Any]:
+        await self.ready()
+        return await self.runner.close_job(job_id)
+
+    async def job_stats(self, job_id: str) -> dict[str, Any] | None:
+        await self.ready()
+        return await self.runner.job_stats(job_id)
+
+    async def cancel(self, search_id: str) -> bool:
+        await self.ready()
+        return await self.runner.cancel(search_id)
+
+    async def cancel_job(self, job_id: str) -> int:
+        await self.ready()
+        return await self.runner.cancel_job(job_id)
 
     async def run_stream(
         self, problems: list[dict[str, Any]], strategy: str | None = None, budget: str | None = None,
@@ -113,23 +144,29 @@ class Scheduler:
         await self.ready()
         p, r = await asyncio.gather(self.policy_pool.stats(), self.reward_pool.stats())
         return {
-            **self.runner.stats(),
+            **self.runner.stats_now(),
             "scheduler_cpu_s": time.process_time() - self._cpu0,
             "policy_pool": p,
             "reward_pool": r,
         }
 
     async def shutdown(self) -> None:
+        """An explicit shutdown: kill the replicas (through the owner, if any) and the owner."""
         for pool in (self.policy_pool, self.reward_pool):
             if pool is not None:
                 await pool.close()
+        if self.owner is not None:
+            await self.owner.close.remote()  # strays, e.g. a spawn retried across an owner restart
+            ray.kill(self.owner)
+            self.owner = None
 
 
 # Async actor: every method is a coroutine, so thousands of searches share its event loop.
-SchedulerActor = ray.remote(num_cpus=0, max_concurrency=10_000)(Scheduler)
+# Restarts after a crash; with an owner name it finds its replicas again (see ReplicaOwner).
+SchedulerActor = ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=10_000)(Scheduler)
 
 
-class RemoteRunner:
+class RemoteRunner(SchedulerAPI):
     """The client side: the in-process `Runner`'s `solve`/`run` over a `SchedulerActor`."""
 
     def __init__(self, actor: Any, config: PonderConfig):
@@ -143,6 +180,7 @@ class RemoteRunner:
         policy_builder: EngineBuilder | None = None,
         reward_builder: EngineBuilder | None = None,
         name: str | None = None,
+        owner_name: str | None = None,
     ) -> RemoteRunner:
         from ponder.scheduler.cluster import ensure_ray
 
@@ -150,16 +188,45 @@ class RemoteRunner:
         opts: dict[str, Any] = {}
         if name:
             opts = {"name": name, "get_if_exists": True}
-        actor = SchedulerActor.options(**opts).remote(config.to_dict(), policy_builder, reward_builder)
+        actor = SchedulerActor.options(**opts).remote(config.to_dict(), policy_builder, reward_builder, owner_name)
         ray.get(actor.ready.remote())
+        return cls(actor, config)
+
+    @classmethod
+    async def connect(cls, config: PonderConfig, name: str, owner_name: str | None = None) -> RemoteRunner:
+        """Attach to (or create) a named, detached scheduler on the connected cluster: it
+        outlives the process that created it, and Ray restarts it after a crash (it then
+        re-attaches to its replicas through `owner_name`). For the job worker and services."""
+        actor = SchedulerActor.options(name=name, get_if_exists=True, lifetime="detached").remote(
+            config.to_dict(), None, None, owner_name)
+        await actor.ready.remote()
         return cls(actor, config)
 
     async def solve(
         self, problem: Problem, strategy: str | None = None, budget: str | Budget | None = None,
-        params: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None, *, job: str | None = None, search_id: str | None = None,
     ) -> SearchResult:
-        d = await self.actor.solve.remote(problem_to_dict(problem), strategy, _budget_arg(budget), params)
+        d = await self.actor.solve.remote(problem_to_dict(problem), strategy, _budget_arg(budget), params, job, search_id)
         return SearchResult.from_dict(d)
+
+    async def open_job(self, job_id: str, *, budget: float | None = None, queries: int = 0,
+                       groups: dict[str, int] | None = None) -> None:
+        await self.actor.open_job.remote(job_id, budget, queries, groups)
+
+    async def close_job(self, job_id: str) -> dict[str, Any]:
+        return await self.actor.close_job.remote(job_id)
+
+    async def job_stats(self, job_id: str) -> dict[str, Any] | None:
+        return await self.actor.job_stats.remote(job_id)
+
+    async def cancel(self, search_id: str) -> bool:
+        return await self.actor.cancel.remote(search_id)
+
+    async def cancel_job(self, job_id: str) -> int:
+        return await self.actor.cancel_job.remote(job_id)
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.shutdown)
 
     async def run(
         self, problems: Iterable[Problem], strategy: str | None = None, budget: str | Budget | None = None,

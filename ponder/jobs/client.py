@@ -1,0 +1,80 @@
+"""What a client does with jobs on a store: submit, list, status, results, cancel, wait.
+The CLI and the HTTP service call these; none of them needs Ray (the worker does the work)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ponder.jobs.core import Progress
+from ponder.jobs.redis_store import RedisJobStore
+from ponder.jobs.spec import JobSpec
+from ponder.search.types import Problem
+
+FINAL = ("completed", "cancelled", "failed")
+
+
+class JobClient:
+    def __init__(self, redis_url: str):
+        self.store = RedisJobStore(redis_url)
+
+    async def submit(self, spec: JobSpec, problems: list[Problem]) -> str:
+        items = spec.plan(problems)
+        await self.store.create(spec.id, spec.to_dict(), items, spec.owner)
+        return spec.id
+
+    async def status(self, job_id: str) -> dict[str, Any] | None:
+        meta = await self.store.get(job_id)
+        if meta is None:
+            return None
+        c = await self.store.counters(job_id)
+        started = meta.get("started_at")
+        prog = Progress.of(c, started=started if meta["status"] == "running" else None)
+        spec = meta.get("spec") or {}
+        return {
+            "id": job_id,
+            "status": meta["status"],
+            "owner": meta.get("owner"),
+            "dataset": spec.get("dataset"),
+            "strategies": spec.get("strategies"),
+            "budgets": spec.get("budgets"),
+            "created_at": meta.get("created_at"),
+            "started_at": started,
+            "finished_at": meta.get("finished_at"),
+            "error": meta.get("error"),
+            **prog.to_dict(),
+        }
+
+    async def list(self, owner: str | None = None) -> list[dict[str, Any]]:
+        out = []
+        for meta in await self.store.list(owner):
+            st = await self.status(meta["id"])
+            if st is not None:
+                out.append(st)
+        return out
+
+    async def results(self, job_id: str) -> list[dict[str, Any]]:
+        return await self.store.results(job_id)
+
+    async def cancel(self, job_id: str) -> bool:
+        return await self.store.cancel(job_id)
+
+    async def wait(self, job_id: str, on_progress: Callable[[dict[str, Any]], None] | None = None,
+                   poll_s: float = 0.5, timeout_s: float | None = None) -> dict[str, Any]:
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            st = await self.status(job_id)
+            if st is None:
+                raise KeyError(job_id)
+            if on_progress is not None:
+                on_progress(st)
+            if st["status"] in FINAL:
+                return st
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {st['status']} after {timeout_s:.0f}s")
+            await asyncio.sleep(poll_s)
+
+    async def close(self) -> None:
+        await self.store.close()

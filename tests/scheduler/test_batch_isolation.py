@@ -1,0 +1,61 @@
+"""A request that breaks the engine fails alone: its batch-mates get their results."""
+
+import asyncio
+
+import pytest
+
+from ponder.actors.engine import EngineUnavailable
+from ponder.config import PonderConfig
+from ponder.scheduler.batcher import Batcher
+from ponder.scheduler.runner import Runner
+from ponder.search.types import Problem
+from ponder.tasks.datasets import load_problems
+
+
+def sim_runner() -> Runner:
+    from ponder.actors.factory import build_policy, build_reward
+
+    cfg = PonderConfig.from_dict({"policy": {"kind": "sim"}, "reward": {"kind": "sim"},
+                                  "cluster": {"address": "inprocess"},
+                                  "scheduler": {"max_concurrent_searches": 64, "batch_window_ms": 20}})
+    return Runner(build_policy(cfg.policy), build_reward(cfg.reward), cfg)
+
+
+async def test_one_bad_problem_among_forty_fails_alone():
+    r = sim_runner()
+    good = load_problems("arith:40:seed=3")
+    bad = Problem(id="bad", problem="What is the capital of France?", answer="Paris")
+    results = await asyncio.gather(*(r.solve(p, "best_of_n", "n=4") for p in [*good[:20], bad, *good[20:]]))
+    by_id = {p.id: res for p, res in zip([*good[:20], bad, *good[20:]], results)}
+    assert by_id["bad"].stop_reason == "error" and "arithmetic" in by_id["bad"].meta["error"]
+    assert all(by_id[p.id].stop_reason != "error" for p in good)
+    assert r.policy.batcher.stats.splits >= 1  # the bad request really shared a batch and was split out
+
+
+async def test_engine_unavailable_is_not_split():
+    calls = []
+
+    async def down(reqs):
+        calls.append(len(reqs))
+        raise EngineUnavailable("no replica")
+
+    b = Batcher(down, max_batch=8, window_s=0.01)
+    outs = await asyncio.gather(*(b.submit([i]) for i in range(8)), return_exceptions=True)
+    assert all(isinstance(o, EngineUnavailable) for o in outs) and calls == [8]
+
+
+async def test_split_finds_each_bad_request():
+    async def picky(reqs):
+        if any(r % 5 == 0 for r in reqs):
+            raise ValueError(f"cannot read {[r for r in reqs if r % 5 == 0]}")
+        return [r * 2 for r in reqs]
+
+    b = Batcher(picky, max_batch=16, window_s=0.01)
+    outs = await asyncio.gather(*(b.submit([i]) for i in range(16)), return_exceptions=True)
+    for i, o in enumerate(outs):
+        if i % 5 == 0:
+            assert isinstance(o, ValueError) and str(o) == f"cannot read [{i}]"
+        else:
+            assert o == [2 * i]
+    with pytest.raises(ValueError):
+        await b.submit([5])
