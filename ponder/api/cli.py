@@ -337,18 +337,15 @@ def _job_client(args: argparse.Namespace, config: PonderConfig | None = None) ->
 
 def _connect_cluster(args: argparse.Namespace, config: PonderConfig) -> None:
     """Join the cluster the job runs on; the embedded default is a local head that outlives us."""
-    import ray
-
     from ponder.scheduler.cluster import ensure_local_head, ensure_ray
 
     address = config.cluster.address
     if not config.cluster.uses_ray:
         raise CliError("a submitted job runs on a Ray cluster: --address inprocess cannot be used here", USAGE)
     try:
-        if address == "local":
+        if address == "local":  # before `ray` is imported: it reads the local head's settings then
             address = ensure_local_head(_state_dir(args, config))
-        if not ray.is_initialized():
-            ensure_ray(dataclasses.replace(config.cluster, address=address))
+        ensure_ray(dataclasses.replace(config.cluster, address=address))
     except ConfigError as e:
         raise CliError(_one_line(e)) from None
 

@@ -34,6 +34,11 @@ def ensure_ray(cluster: ClusterConfig, **init_kw: Any) -> None:
         ray.init(**kw)
     else:
         _check_reachable(cluster.address)
+        host = cluster.address.split("://", 1)[-1].rpartition(":")[0]
+        if host in ("127.0.0.1", "localhost"):
+            # A single-machine cluster on loopback (`ponder submit`'s local head): this driver must
+            # join it on loopback too, or Ray looks for the head at the machine's own address.
+            kw.setdefault("_node_ip_address", "127.0.0.1")
         try:
             ray.init(address=cluster.address, **kw)
         except ConnectionError as e:
@@ -59,13 +64,23 @@ def node_of(actor: Any) -> str:
     return ray.get(actor.health.remote())["node_id"]
 
 
+# The local head and every driver joining it: loopback only (this is a single-machine cluster;
+# the first variable must never be set on a real one) and Ray's token authentication (the token
+# in ~/.ray/auth_token), which a driver joining by address does not switch on by itself.
+LOCAL_HEAD_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
+
+
 def ensure_local_head(state_dir: Path, num_cpus: int | None = None) -> str:
     """A local Ray head on 127.0.0.1 that outlives this process (for `ponder submit` on the
     embedded default): the one whose address `state_dir/ray/address` records, started with
-    `ray start --head` if none answers there. Returns its GCS address."""
+    `ray start --head` if none answers there. Returns its GCS address. Call it before `ray` is
+    imported: Ray reads these settings at import."""
     import shutil
     import subprocess
     import sys
+
+    for k, v in LOCAL_HEAD_ENV.items():
+        os.environ.setdefault(k, v)
 
     state = Path(state_dir) / "ray"
     state.mkdir(parents=True, exist_ok=True)
@@ -87,8 +102,7 @@ def ensure_local_head(state_dir: Path, num_cpus: int | None = None) -> str:
            "--include-dashboard=false", "--disable-usage-stats"]
     if num_cpus is not None:
         cmd.append(f"--num-cpus={num_cpus}")
-    # Loopback only: this is a single-machine cluster (the variable must not be set on a real one).
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    env = {**os.environ, **LOCAL_HEAD_ENV}
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
