@@ -340,8 +340,6 @@ def _connect_cluster(args: argparse.Namespace, config: PonderConfig) -> None:
     from ponder.scheduler.cluster import ensure_local_head, ensure_ray
 
     address = config.cluster.address
-    if not config.cluster.uses_ray:
-        raise CliError("a submitted job runs on a Ray cluster: --address inprocess cannot be used here", USAGE)
     try:
         if address == "local":  # before `ray` is imported: it reads the local head's settings then
             address = ensure_local_head(_state_dir(args, config))
@@ -355,7 +353,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
     spec = _spec_call(lambda: JobSpec.build(
         config, args.strategy, args.budget, dataset=args.dataset, job_budget=args.job_budget, owner=_owner(),
         name=args.name or "", max_attempts=args.max_attempts or config.jobs.max_attempts))
-    if config.cluster.address not in ("local", None, "inprocess") and not (args.redis or config.jobs.redis_url):
+    if not config.cluster.uses_ray:
+        raise CliError("a submitted job runs on a Ray cluster: --address inprocess cannot be used here", USAGE)
+    if config.cluster.address != "local" and not (args.redis or config.jobs.redis_url):
         raise CliError("a job on a cluster needs a Redis every node reaches: pass --redis URL or set jobs.redis_url", USAGE)
     problems = load_problems(args.dataset, args.limit)
     _spec_call(spec.plan, problems)
@@ -386,8 +386,9 @@ def _fmt_status(st: dict[str, Any]) -> str:
     acc = f"{100 * st['accuracy']:.1f}%" if st.get("accuracy") is not None else "-"
     eta = f"{st['eta_s']:.0f}s" if st.get("eta_s") is not None else "-"
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(st["created_at"])) if st.get("created_at") else "-"
-    return (f"{st['id']}  {st['status']:<9}  {st['done']}/{st['total']}  errors {st['errors']}  acc {acc}  "
+    line = (f"{st['id']}  {st['status']:<9}  {st['done']}/{st['total']}  errors {st['errors']}  acc {acc}  "
             f"tokens {st['cost']:.0f}  eta {eta}  {st.get('dataset') or '-'}  {st.get('owner') or '-'}  {when}")
+    return line + (f"  ({st['error']})" if st.get("error") else "")
 
 
 def _job_call(args: argparse.Namespace, fn: Any) -> Any:

@@ -63,25 +63,11 @@ def call(url: str, fn):
 
 
 def status(url: str, job_id: str) -> dict:
-    async def go():
-        c = JobClient(url)
-        try:
-            return await c.status(job_id)
-        finally:
-            await c.close()
-
-    return asyncio.run(go())
+    return call(url, lambda c: c.status(job_id))
 
 
 def results(url: str, job_id: str) -> list[dict]:
-    async def go():
-        c = JobClient(url)
-        try:
-            return await c.results(job_id)
-        finally:
-            await c.close()
-
-    return asyncio.run(go())
+    return call(url, lambda c: c.results(job_id))
 
 
 def wait_until(pred, timeout_s: float, what: str):
