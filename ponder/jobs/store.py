@@ -100,8 +100,11 @@ class JsonlStore(ResultStore):
     opens it for appending (after cutting a torn last line), so a run that fails validation
     leaves an existing file byte-identical."""
 
-    def __init__(self, path: str | os.PathLike[str]):
+    def __init__(self, path: str | os.PathLike[str], *, writer: bool = False):
         self.path = Path(path)
+        self._lock_fd: int | None = None
+        if writer:
+            self._lock()
         self._records: list[dict[str, Any]] = []
         self._valid_bytes = 0  # file length up to and including the last complete record
         self._needs_newline = False  # last record is complete JSON but lacks its newline
@@ -109,6 +112,26 @@ class JsonlStore(ResultStore):
         self._file: Any = None
         self.warnings: list[str] = []  # for the caller to show once the run is under way
         self._load()
+
+    def _lock(self) -> None:
+        """One writer per results file: two processes appending to one file lose records (a torn
+        line cut by one is the other's whole record). The lock is on the file itself, taken before
+        it is read, and held until `close`; a second writer fails at once."""
+        import fcntl
+
+        if self.path.exists() and not self.path.is_file():
+            raise StoreError(f"results path {self.path} is not a file")
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise StoreError(f"cannot open results file {self.path}: {e.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreError(f"results file {self.path} is being written by another ponder process; "
+                             "wait for it to finish or use another --out") from None
+        self._lock_fd = fd
 
     def _load(self) -> None:
         if not self.path.exists():
@@ -180,6 +203,9 @@ class JsonlStore(ResultStore):
         if self._file is not None:
             self._file.close()
             self._file = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
 
 class MemoryStore(ResultStore):
@@ -215,4 +241,4 @@ def open_store(target: str | os.PathLike[str]) -> ResultStore:
     """The store for `target`; only local JSONL files for now (a redis:// URL later)."""
     if str(target).startswith("redis://"):
         raise StoreError("a Redis results store is not available from the CLI yet; use a .jsonl path")
-    return JsonlStore(target)
+    return JsonlStore(target, writer=True)

@@ -242,6 +242,8 @@ class Runner(SchedulerAPI):
         budget x the number of problems, unless `job_budget` says otherwise)."""
         limit = self.config.scheduler.max_concurrent_searches
         problems = list(problems)
+        if len({p.id for p in problems}) != len(problems):  # callers key results by id
+            raise ValueError("problem ids must be unique within one run")
         job = f"run-{uuid.uuid4().hex}"
         await self.open_job(job)
         self.ledger = self.jobs[job].ledger = self.job_ledger(problems, strategy, budget)

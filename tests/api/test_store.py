@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from ponder.jobs.store import JsonlStore, MemoryStore, config_fingerprint, record_key
 from ponder.config import PonderConfig
 
@@ -109,3 +111,25 @@ def test_fingerprint_follows_the_allocation_table_content(tmp_path):
 
 def test_record_key_uses_id_strategy_budget_and_fingerprint():
     assert record_key(rec("p1", strategy="mcts", budget="n=8", fp="f")) == ("p1", "mcts", "n=8", "f")
+
+
+def test_a_second_writer_is_refused_at_once_and_the_file_stays_whole(tmp_path):
+    import subprocess
+    import sys
+
+    from ponder.jobs.store import StoreError, open_store
+
+    path = tmp_path / "r.jsonl"
+    first = open_store(path)
+    first.append({"id": "a", "strategy": "s", "budget": "n=1", "fingerprint": "f", "stop_reason": "done"})
+    # Another process (flock is per open file, so a real second process is the honest test).
+    code = ("import sys; from ponder.jobs.store import open_store, StoreError\n"
+            f"try:\n    open_store({str(path)!r})\nexcept StoreError as e:\n    print(e); sys.exit(3)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 3 and "being written by another ponder process" in out.stdout
+    with pytest.raises(StoreError):
+        open_store(path)  # a second writer in this process too
+    first.close()
+    again = open_store(path)  # free once the first closed it
+    assert len(again.records()) == 1
+    again.close()

@@ -2,7 +2,8 @@
 
 The chaos run kills the real things while a 300-problem job (beam search and best-of-N) runs:
 the Scheduler actor (Ray restarts it; it re-attaches to the same replicas), the Redis server
-(SIGKILL, then a restart on its AOF) and the submitting client (`ponder jobs wait`, SIGKILL).
+(SIGKILL, then a restart on its AOF), the submitting client (`ponder jobs wait`, SIGKILL) and
+the job worker actor (Ray restarts it).
 Nobody reruns anything; the job must complete with exactly one record per key, equal to an
 undisturbed seeded run (answers and compute).
 """
@@ -59,9 +60,14 @@ def test_a_job_survives_a_scheduler_kill_a_redis_restart_and_a_dead_client(clust
     at_restart = done()
     redis_server.restart()
 
+    # (d) The job worker itself dies; Ray restarts it and its consumer takes back its own items.
+    wait_until(lambda: done() >= at_restart + 100, 180, "progress after the Redis restart")
+    at_worker = done()
+    ray.kill(ray.get_actor("ponder-jobs", namespace=NAMESPACE), no_restart=False)
+
     final = wait_until(lambda: (s := status(redis_server.url, job_id))["status"] == "completed" and s, 300,
                        "the job to complete")
-    assert at_kill < n * len(STRATEGIES) and at_restart < n * len(STRATEGIES)  # both hit a running job
+    assert max(at_kill, at_restart, at_worker) < n * len(STRATEGIES)  # every kill hit a running job
     assert replica_ids() == before  # the same replica actors before and after the scheduler restart
     assert {role: [ray.get(h.health.remote())["pid"] for h in ray.get(sched.replicas.remote(role))]
             for role in ("policy", "reward")} == pids  # ... in the same processes (no model reload)

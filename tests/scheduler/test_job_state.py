@@ -104,3 +104,13 @@ def test_ledger_running_totals_match_the_sums():
         brute = sum(x.committed for x in led.accounts.values())
         assert abs(led.committed - brute) < 1e-6 * max(1.0, brute)
         assert led.report()["open"] == sum(1 for x in led.accounts.values() if not x.closed)
+
+
+async def test_duplicate_problem_ids_are_refused_by_every_run():
+    import pytest
+
+    r, _ = runner()
+    p = named("d", 1, 6)[0]
+    twin = dataclasses.replace(p, problem="Compute (1 + 2) * 3.", answer="9")
+    with pytest.raises(ValueError, match="unique"):
+        [x async for x in r.run([p, twin], "greedy", "n=1")]
