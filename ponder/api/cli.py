@@ -266,7 +266,25 @@ def check_outputs(dataset: str | None, out: Path | None, plot: Path | None) -> N
         if dataset and out.exists() and Path(dataset).exists() and out.samefile(dataset):
             raise CliError("--out must not be the dataset file", USAGE)
     if plot is not None:
-        check_writable(plot, "plot file")
+        check_plot(plot, out, dataset)
+
+
+def check_plot(plot: Path, *others: Path | str | None) -> None:
+    """A plot path matplotlib can write, that is not one of the run's other files."""
+    check_writable(plot, "plot file")
+    for other in others:
+        if other is not None and Path(other).resolve() == plot.resolve():
+            raise CliError(f"--plot {plot} would overwrite {other}", USAGE)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    kinds = Figure().canvas.get_supported_filetypes()
+    ext = plot.suffix.lower().lstrip(".")
+    if ext not in kinds:
+        got = f"'.{ext}'" if ext else "no extension"
+        raise CliError(f"--plot {plot} has {got}; use one of {', '.join('.' + k for k in sorted(kinds))}", USAGE)
 
 
 def _resume_hint(out_path: Path | None) -> str:
@@ -594,7 +612,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise CliError(f"results file not found: {path}")
     if args.plot:
-        check_writable(Path(args.plot), "plot file")
+        check_plot(Path(args.plot), path)
     try:
         store = JsonlStore(path)
     except StoreError as e:

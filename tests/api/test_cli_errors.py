@@ -108,3 +108,19 @@ def test_report_on_a_file_without_results(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("ponder: error: results file") and "no results" in err[-1]
     assert path.read_text() == '{"id": "x", "stra'  # reading never modifies the file
+
+
+def test_plot_paths_are_checked_before_any_work(tmp_path, capsys):
+    out = tmp_path / "r.jsonl"
+    engine = ["--set", "policy.kind=sim", "--set", "reward.kind=sim", "--address", "inprocess"]
+    base = ["eval", "--dataset", "arith:3", "--quiet", "--out", str(out), *engine]
+    for plot, says in ((str(out), "would overwrite"), (str(tmp_path / "noext"), "no extension"),
+                       (str(tmp_path / "p.xyz"), "'.xyz'")):
+        assert cli.main([*base, "--plot", plot]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and says in err
+    assert not out.exists()  # refused before anything ran or was written
+    assert cli.main([*base, "--plot", str(tmp_path / "ok.svg")]) == 0
+    assert (tmp_path / "ok.svg").read_bytes().lstrip().startswith(b"<?xml")
+    assert cli.main(["report", str(out), "--plot", str(out)]) == 2
+    assert "would overwrite" in capsys.readouterr().err
