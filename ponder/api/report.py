@@ -19,6 +19,8 @@ from typing import Any
 class Row:
     strategy: str
     budget: str
+    dataset: str | None = None  # where the records came from (older files do not say)
+    fingerprint: str = ""  # the config part of the key: two configs are two rows
     problems: int = 0
     graded: int = 0  # problems with a reference answer
     correct: int = 0
@@ -38,13 +40,15 @@ def _level_order(level: str) -> tuple[float, str]:
 
 
 def summarize(records: Iterable[dict[str, Any]]) -> list[Row]:
-    """One row per (strategy, budget), strategies in first-seen order, budgets by mean tokens."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    """One row per key minus the problem (dataset, strategy, budget, config fingerprint), so
+    different configs or datasets are never merged; strategies in first-seen order, budgets by
+    mean tokens."""
+    groups: dict[tuple[Any, str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in records:
-        groups[(str(r.get("strategy")), str(r.get("budget")))].append(r)
+        groups[(r.get("dataset"), str(r.get("strategy")), str(r.get("budget")), str(r.get("fingerprint", "")))].append(r)
     rows = []
-    for (strategy, budget), recs in groups.items():
-        row = Row(strategy, budget, problems=len(recs))
+    for (dataset, strategy, budget, fp), recs in groups.items():
+        row = Row(strategy, budget, dataset, fp, problems=len(recs))
         levels: dict[str, list[int]] = defaultdict(lambda: [0, 0])
         for r in recs:
             row.errors += r.get("stop_reason") == "error"
@@ -64,8 +68,19 @@ def summarize(records: Iterable[dict[str, Any]]) -> list[Row]:
         row.by_level = {k: (v[0], v[1]) for k, v in sorted(levels.items(), key=lambda kv: _level_order(kv[0]))}
         rows.append(row)
     order = {s: i for i, s in enumerate(dict.fromkeys(r.strategy for r in rows))}
-    rows.sort(key=lambda r: (order[r.strategy], r.mean_tokens))
+    datasets = {d: i for i, d in enumerate(dict.fromkeys(r.dataset for r in rows))}
+    rows.sort(key=lambda r: (datasets[r.dataset], order[r.strategy], r.mean_tokens))
     return rows
+
+
+def _label(r: Row, rows: list[Row]) -> str:
+    """The strategy, plus the config and dataset where the rows need them told apart."""
+    parts = [r.strategy]
+    if len({x.fingerprint for x in rows if (x.dataset, x.strategy) == (r.dataset, r.strategy)}) > 1:
+        parts.append(f"[{r.fingerprint[:6]}]")
+    if len({x.dataset for x in rows}) > 1:
+        parts.append(f"({r.dataset or '?'})")
+    return " ".join(parts)
 
 
 def _pct(correct: int, total: int) -> str:
@@ -77,15 +92,19 @@ def format_table(rows: list[Row]) -> str:
     if not rows:
         return "no results"
     levels = sorted({lv for r in rows for lv in r.by_level}, key=_level_order)
-    header = ["strategy", "budget", "n", "acc%", "tokens", "wall s"]
+    several_data = len({r.dataset for r in rows}) > 1
+    several_cfg = len({(r.dataset, r.strategy, r.budget) for r in rows}) < len(rows)
+    header = (["dataset"] if several_data else []) + ["strategy", "budget"] + (["config"] if several_cfg else [])
+    numeric_from = len(header)  # right-align the numbers
+    header += ["n", "acc%", "tokens", "wall s"]
     header += [f"L{lv}" if lv.isdigit() else lv for lv in levels]
     if any(r.errors for r in rows):
         header.append("errors")
     body = []
     for r in rows:
-        cells = [
-            r.strategy,
-            r.budget,
+        cells = ([r.dataset or "?"] if several_data else []) + [r.strategy, r.budget]
+        cells += [r.fingerprint or "?"] if several_cfg else []
+        cells += [
             str(r.problems),
             _pct(r.correct, r.graded),
             f"{r.mean_tokens:.0f}",
@@ -95,7 +114,6 @@ def format_table(rows: list[Row]) -> str:
             cells.append(str(r.errors))
         body.append(cells)
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
-    numeric_from = 2  # right-align the numbers
 
     def line(cells: list[str]) -> str:
         return "  ".join(c.ljust(w) if i < numeric_from else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
@@ -116,7 +134,7 @@ def plot(rows: list[Row], path: str | Path, title: str | None = None) -> Path:
     by_strategy: dict[str, list[Row]] = defaultdict(list)
     for r in rows:
         if r.accuracy is not None and r.mean_tokens > 0:
-            by_strategy[r.strategy].append(r)
+            by_strategy[_label(r, rows)].append(r)
     for strategy, rs in by_strategy.items():
         rs.sort(key=lambda r: r.mean_tokens)
         ax.plot([r.mean_tokens for r in rs], [100 * r.accuracy for r in rs], marker="o", label=strategy)

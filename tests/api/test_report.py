@@ -60,3 +60,21 @@ def test_plot_writes_a_png(tmp_path):
     out = plot(summarize(RECORDS), tmp_path / "acc.png")
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_different_configs_and_datasets_are_never_one_row():
+    from ponder.api.report import format_table, summarize
+
+    def rec(i, dataset, fp, correct):
+        return {"id": str(i), "strategy": "best_of_n", "budget": "n=4", "fingerprint": fp, "dataset": dataset,
+                "correct": correct, "stop_reason": "done", "compute": {"cost": 10.0}, "wall_time": 0.1}
+
+    recs = [rec(i, "a.jsonl", "fp-majority", True) for i in range(6)]
+    recs += [rec(i, "a.jsonl", "fp-prmvote", False) for i in range(6)]
+    recs += [rec(i, "b.jsonl", "fp-majority", True) for i in range(4)]
+    rows = summarize(recs)
+    assert [(r.dataset, r.fingerprint, r.problems) for r in rows] == [
+        ("a.jsonl", "fp-majority", 6), ("a.jsonl", "fp-prmvote", 6), ("b.jsonl", "fp-majority", 4)]
+    table = format_table(rows).splitlines()
+    assert table[0].split()[:4] == ["dataset", "strategy", "budget", "config"]
+    assert table[3].split()[:5] == ["a.jsonl", "best_of_n", "n=4", "fp-prmvote", "6"]
