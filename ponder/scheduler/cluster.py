@@ -17,13 +17,17 @@ def ensure_ray(cluster: ClusterConfig, **init_kw: Any) -> None:
     "local" starts a local cluster (dashboard only if asked, everything on 127.0.0.1); any
     other value is the address of a running cluster ("auto", "ray://host:10001", "host:6379").
     """
+    if cluster.address not in (None, "local") and "RAY_AUTH_MODE" not in os.environ and _have_ray_token():
+        # Ray turns token authentication on for clusters it starts, but a driver joining one by
+        # address does not send its token unless told to; set before `ray` is imported.
+        os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # read when `ray` is imported
     import ray
 
     if ray.is_initialized():
         return
     if not cluster.address:
         raise ConfigError("cluster.address is not set: nothing to connect to")
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     # Ray's own start-up chatter (INFO lines, its auth notice) would bury ponder's output.
     kw: dict[str, Any] = {"namespace": cluster.namespace, "log_to_driver": False, "logging_level": logging.ERROR, **init_kw}
     if cluster.address == "local":
@@ -42,7 +46,17 @@ def ensure_ray(cluster: ClusterConfig, **init_kw: Any) -> None:
         try:
             ray.init(address=cluster.address, **kw)
         except ConnectionError as e:
-            raise ConfigError(f"cannot connect to the Ray cluster at {cluster.address!r}: {e}") from None
+            hint = "" if os.environ.get("RAY_AUTH_MODE") == "token" else (
+                " (if the cluster uses Ray's token authentication, put its token in ~/.ray/auth_token"
+                " or RAY_AUTH_TOKEN and set RAY_AUTH_MODE=token)")
+            raise ConfigError(f"cannot connect to the Ray cluster at {cluster.address!r}: {e}{hint}") from None
+
+
+def _have_ray_token() -> bool:
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return True
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or str(Path.home() / ".ray" / "auth_token")
+    return Path(path).is_file()
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
