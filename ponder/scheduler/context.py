@@ -47,6 +47,7 @@ class EngineContext(SearchContext):
         self.on_spend = on_spend
         self.spent = Compute()
         self.cancelled = False
+        self.unaffordable = False  # the next expansion was refused: the grant could not pay for it
         self._seed = zlib.crc32(f"{seed}:{problem.id}".encode())
         self._calls = 0
         self.rng = random.Random(self._seed)
@@ -57,7 +58,22 @@ class EngineContext(SearchContext):
         return self.limit - self.spent.cost
 
     def should_stop(self) -> bool:
-        return self.cancelled or self.budget <= 0
+        return self.cancelled or self.unaffordable or self.budget <= 0
+
+    def _affordable(self, samples: int) -> bool:
+        """Do not start what the grant cannot pay for: after the first expansion, one whose
+        expected cost (samples x this search's own mean cost per sample so far, its scoring
+        included) is more than what is left is refused, as if the budget were spent. Without
+        this every search overspends its grant by a round, and a job of many small grants its
+        total by a third (measured). The estimate is the search's own history, so the decision
+        does not depend on timing or on other searches."""
+        if math.isinf(self.budget) or not self.spent.generations:
+            return True
+        per_sample = self.spent.cost / self.spent.generations
+        if samples * per_sample <= self.budget:
+            return True
+        self.unaffordable = True
+        return False
 
     def _next_seed(self) -> int:
         self._calls += 1
@@ -81,7 +97,7 @@ class EngineContext(SearchContext):
         if self.should_stop() or n <= 0:
             return out
         live = [(i, node) for i, node in enumerate(nodes) if not node.terminal]
-        if not live:
+        if not live or not self._affordable(len(live) * n):
             return out
         temp = self.temperature if temperature is None else temperature
         requests = [

@@ -3,9 +3,9 @@ happens, refunds when a search finishes under its grant.
 
 Cost is the unit of `Compute.cost`: policy tokens + PRM tokens x `prm_cost_ratio`. A query's
 grant is reserved from the free pool when the query opens, so grants never add up to more than
-the total; a search may overspend its grant by at most its last batch (the context checks the
-budget before each expansion), and that overspend is taken from the pool too, so later grants
-shrink and the job as a whole overspends by at most the batches in flight at the end.
+the total. The context refuses an expansion its grant cannot pay for (by the search's own cost
+per sample so far), so a search overspends its grant only on its first expansion or by an
+estimate's error; any overspend is taken from the pool, so later grants shrink.
 
 Redistribution: each query's fair share is what is free divided by the queries not yet opened,
 so what an easy query does not use (a small bin weight, an early stop) raises the share of every

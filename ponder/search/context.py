@@ -72,7 +72,7 @@ class SearchContext(ABC):
         if stop_reason is None:
             if chosen is None or chosen.answer is None:
                 stop_reason = "no_answer"
-            elif self.should_stop() and self.budget <= 0:
+            elif self.should_stop():  # the budget ran out, or what is left cannot pay for a step
                 stop_reason = "budget"
             else:
                 stop_reason = "done"

@@ -51,7 +51,10 @@ async def test_token_budget_without_width_samples_in_rounds_until_spent():
     assert rounds > 2 and res.compute.generations == 2 * rounds
     assert ctx.should_stop() and res.stop_reason == "budget" and res.answer is not None
     one_round = res.compute.cost / rounds  # every round costs about the same here
-    assert 400 <= res.compute.cost <= 400 + 1.5 * one_round
+    # It stops at the round it cannot pay for (EngineContext refuses it), so it stays within the
+    # budget and leaves less than about one round unspent.
+    assert 400 - 1.5 * one_round <= res.compute.cost <= 400
+    assert ctx.unaffordable
 
 
 async def test_width_under_a_token_cap_samples_in_rounds():
