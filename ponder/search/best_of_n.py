@@ -59,7 +59,8 @@ async def best_of_n(problem: Problem, ctx: SearchContext, cfg: BestOfNConfig) ->
     samples: list[Node] = []
     trace: list[dict] = []
     while width is None or len(samples) < width:
-        # Under a token cap, sample in rounds so the last round overspends by little.
+        # Under a token cap, sample in rounds: the context refuses a round the rest cannot pay for,
+        # so little is left unspent.
         k = width - len(samples) if width is not None else cfg.round_size
         if not math.isinf(ctx.budget):
             k = min(k, cfg.round_size)
