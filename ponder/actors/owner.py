@@ -17,7 +17,7 @@ from typing import Any
 
 import ray
 
-from ponder.actors.replica import EngineBuilder, PolicyReplica, RewardReplica, actor_options
+from ponder.actors.replica import EngineBuilder, make_replica
 from ponder.config import ClusterConfig, EngineConfig
 
 _ROLES = ("policy", "reward")
@@ -65,11 +65,9 @@ class ReplicaOwnerImpl:
     async def spawn(self, role: str, engine_cfg: EngineConfig, cluster: ClusterConfig,
                     builder: EngineBuilder | None = None) -> Any:
         """Create one replica (it may still be starting when this returns)."""
-        opts = actor_options(role, cluster)
         name = f"{self.name}:{role}:{self._seq}"
         self._seq += 1
-        cls = PolicyReplica if role == "policy" else RewardReplica
-        h = cls.options(**opts, name=name, lifetime="detached").remote(engine_cfg, cluster.max_inflight_per_replica, builder)
+        h = make_replica(role, engine_cfg, cluster, builder, name=name, detached=True)
         self._live[role][actor_id(h)] = (name, h)
         return h
 

@@ -158,9 +158,12 @@ def make_replica(
     cluster: ClusterConfig,
     builder: EngineBuilder | None = None,
     name: str | None = None,
+    detached: bool = False,
 ) -> Any:
     cls = PolicyReplica if role == "policy" else RewardReplica
     opts = actor_options(role, cluster)
     if name:
         opts["name"] = name
+    if detached:  # outlives the worker that creates it (see ponder/actors/owner.py)
+        opts["lifetime"] = "detached"
     return cls.options(**opts).remote(engine_cfg, cluster.max_inflight_per_replica, builder)

@@ -198,8 +198,8 @@ def close_runner(runner: Any) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     # 1. Validate everything; nothing is written before step 3.
     config = load_config(args)
-    spec = _spec_call(lambda: JobSpec.build(config, args.strategy, args.budget, dataset=args.dataset,
-                                            owner=_owner(), max_attempts=args.max_attempts))
+    spec = _spec_call(lambda: JobSpec.build(config, args.strategy, args.budget, dataset=args.dataset, owner=_owner(),
+                                            max_attempts=args.max_attempts or config.jobs.max_attempts))
     out_path = Path(args.out) if args.out else None
     check_outputs(args.dataset, out_path, Path(args.plot) if args.plot else None)
     problems = load_problems(args.dataset, args.limit)
@@ -347,12 +347,6 @@ def _state_dir(args: argparse.Namespace, config: PonderConfig | None = None) -> 
     return Path(given) if given else default_state_dir()
 
 
-def _job_client(args: argparse.Namespace, config: PonderConfig | None = None) -> Any:
-    from ponder.jobs.client import JobClient
-
-    return JobClient(_redis_url(args, config))
-
-
 def _connect_cluster(args: argparse.Namespace, config: PonderConfig) -> None:
     """Join the cluster the job runs on; the embedded default is a local head that outlives us."""
     from ponder.scheduler.cluster import ensure_local_head, ensure_ray
@@ -377,13 +371,15 @@ def cmd_submit(args: argparse.Namespace) -> int:
         raise CliError("a job on a cluster needs a Redis every node reaches: pass --redis URL or set jobs.redis_url", USAGE)
     problems = load_problems(args.dataset, args.limit)
     _spec_call(spec.plan, problems)
-    client = _job_client(args, config)
+    from ponder.jobs.client import call
+
+    url = _redis_url(args, config)
     _connect_cluster(args, config)
-    job_id = asyncio.run(_submit(client, spec, problems))
+    job_id = call(url, lambda c: c.submit(spec, problems))
     from ponder.jobs.worker import ensure_worker
 
     try:
-        ensure_worker(client.store.url, config)
+        ensure_worker(url, config)
     except Exception as e:  # the job is stored: a worker started later picks it up
         print(f"ponder: warning: job {job_id} is queued, but no job worker could be started: {_one_line(e)}",
               file=sys.stderr)
@@ -391,13 +387,6 @@ def cmd_submit(args: argparse.Namespace) -> int:
     print(f"ponder: submitted {len(problems)} problems x {len(spec.strategies)} strategies x {len(spec.budgets)} "
           f"budgets; watch it with: ponder jobs wait {job_id}", file=sys.stderr)
     return 0
-
-
-async def _submit(client: Any, spec: JobSpec, problems: list[Problem]) -> str:
-    try:
-        return await client.submit(spec, problems)
-    finally:
-        await client.close()
 
 
 def _fmt_status(st: dict[str, Any]) -> str:
@@ -410,15 +399,9 @@ def _fmt_status(st: dict[str, Any]) -> str:
 
 
 def _job_call(args: argparse.Namespace, fn: Any) -> Any:
-    client = _job_client(args)
+    from ponder.jobs.client import call
 
-    async def go() -> Any:
-        try:
-            return await fn(client)
-        finally:
-            await client.close()
-
-    return asyncio.run(go())
+    return call(_redis_url(args), fn)
 
 
 def _need(st: Any, job_id: str) -> Any:
@@ -688,8 +671,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="FILE.png", help="accuracy-versus-compute plot")
     p.add_argument("--limit", type=_positive_int, metavar="K", help="only the first K problems")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--max-attempts", type=_positive_int, default=3, metavar="K",
-                   help="a search that fails K times ends as an error record (default 3)")
+    p.add_argument("--max-attempts", type=_positive_int, metavar="K",
+                   help="a search that fails K times ends as an error record (default jobs.max_attempts, 3)")
     _add_config_flags(p)
     p.set_defaults(func=cmd_eval)
 

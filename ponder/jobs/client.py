@@ -5,15 +5,50 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from ponder.jobs.core import Progress
-from ponder.jobs.redis_store import RedisJobStore
+from ponder.jobs.queue import Counters
+from ponder.jobs.redis_store import FINISHED, RedisJobStore
 from ponder.jobs.spec import JobSpec
 from ponder.search.types import Problem
 
-FINAL = ("completed", "cancelled", "failed")
+T = TypeVar("T")
+
+
+def call(url: str, fn: Callable[[JobClient], Awaitable[T]]) -> T:
+    """Run `fn(client)` on a fresh client and close it: for callers outside an event loop."""
+
+    async def go() -> T:
+        client = JobClient(url)
+        try:
+            return await fn(client)
+        finally:
+            await client.close()
+
+    return asyncio.run(go())
+
+
+def status_of(meta: dict[str, Any]) -> dict[str, Any]:
+    """What `status` shows, from a job's stored metadata (`RedisJobStore.get`/`list`)."""
+    c = Counters(**meta["counters"])
+    started = meta.get("started_at")
+    prog = Progress.of(c, started=started if meta["status"] == "running" else None)
+    spec = meta.get("spec") or {}
+    return {
+        "id": meta["id"],
+        "status": meta["status"],
+        "owner": meta.get("owner"),
+        "dataset": spec.get("dataset"),
+        "strategies": spec.get("strategies"),
+        "budgets": spec.get("budgets"),
+        "created_at": meta.get("created_at"),
+        "started_at": started,
+        "finished_at": meta.get("finished_at"),
+        "error": meta.get("error"),
+        **prog.to_dict(),
+    }
 
 
 class JobClient:
@@ -27,34 +62,10 @@ class JobClient:
 
     async def status(self, job_id: str) -> dict[str, Any] | None:
         meta = await self.store.get(job_id)
-        if meta is None:
-            return None
-        c = await self.store.counters(job_id)
-        started = meta.get("started_at")
-        prog = Progress.of(c, started=started if meta["status"] == "running" else None)
-        spec = meta.get("spec") or {}
-        return {
-            "id": job_id,
-            "status": meta["status"],
-            "owner": meta.get("owner"),
-            "dataset": spec.get("dataset"),
-            "strategies": spec.get("strategies"),
-            "budgets": spec.get("budgets"),
-            "created_at": meta.get("created_at"),
-            "started_at": started,
-            "finished_at": meta.get("finished_at"),
-            "error": meta.get("error"),
-            **prog.to_dict(),
-        }
+        return status_of(meta) if meta is not None else None
 
     async def list(self, owner: str | None = None) -> list[dict[str, Any]]:
-        out = []
-        for meta in await self.store.list(owner):
-            st = await self.status(meta["id"])
-            if st is not None:
-                out.append(st)
-        return out
-
+        return [status_of(meta) for meta in await self.store.list(owner)]
     async def results(self, job_id: str) -> list[dict[str, Any]]:
         return await self.store.results(job_id)
 
@@ -70,7 +81,7 @@ class JobClient:
                 raise KeyError(job_id)
             if on_progress is not None:
                 on_progress(st)
-            if st["status"] in FINAL:
+            if st["status"] in FINISHED:
                 return st
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} still {st['status']} after {timeout_s:.0f}s")

@@ -118,10 +118,11 @@ async def run_job(
             ok = 0
             for task in done:
                 claim = live.pop(task)
-                if await _record(spec, queue, claim, task, on_record):
+                failed = await _record(spec, queue, claim, task, on_record)
+                if failed is None:
                     ok += 1
                 else:
-                    failure = task.exception() if not task.cancelled() else asyncio.CancelledError()
+                    failure = failed
             if failure is not None:
                 need_open = True  # the runtime failed: re-open the job's state before more work
                 failed_rounds = 0 if ok else failed_rounds + 1
@@ -155,19 +156,20 @@ async def _solve(scheduler: SchedulerAPI, spec: JobSpec, claim: Claim) -> Any:
                                  spec.params.get(item.strategy) or {}, job=spec.id)
 
 
-async def _record(spec: JobSpec, queue: WorkQueue, claim: Claim, task: asyncio.Task, on_record: OnRecord | None) -> bool:
-    """Store what one finished search gave. False when the runtime (not the search) failed."""
+async def _record(spec: JobSpec, queue: WorkQueue, claim: Claim, task: asyncio.Task,
+                  on_record: OnRecord | None) -> BaseException | None:
+    """Store what one finished search gave; the runtime's exception when it (not the search) failed."""
     item = claim.item
     exc = task.exception() if not task.cancelled() else asyncio.CancelledError()
     if exc is not None:
         log.warning("job %s: %s on %s/%s failed in the runtime (%s); requeued", spec.id, item.problem_id,
                     item.strategy, item.budget, one_line(f"{type(exc).__name__}: {exc}", 200))
         await queue.release(claim)
-        return False
+        return exc
     result = task.result()
     if result.stop_reason == "cancelled":
         await queue.release(claim)
-        return True
+        return None
     record = make_record(problem_from_dict(item.problem), result, item.strategy, item.budget, item.fingerprint,
                          dataset=spec.dataset, attempts=claim.attempt + 1)
     if result.stop_reason == "error":
@@ -176,4 +178,4 @@ async def _record(spec: JobSpec, queue: WorkQueue, claim: Claim, task: asyncio.T
         written = await queue.complete(claim, record)
     if on_record is not None:
         on_record(record, written)
-    return True
+    return None

@@ -12,6 +12,7 @@ from typing import Any
 
 from ponder.config import Budget, ConfigError, PonderConfig
 from ponder.jobs.queue import Item
+from ponder.jobs.records import one_line
 from ponder.jobs.store import config_fingerprint
 from ponder.search import registry
 from ponder.search.types import Problem, problem_to_dict
@@ -27,7 +28,7 @@ def new_job_id() -> str:
 
 
 def _one_line(e: BaseException) -> str:
-    return " ".join((str(e).strip() or type(e).__name__).split())
+    return one_line(str(e).strip() or type(e).__name__)
 
 
 def load_strategies() -> None:

@@ -23,12 +23,10 @@ import ray
 
 from ponder.config import PonderConfig
 from ponder.jobs.core import run_job
-from ponder.jobs.redis_store import RedisJobStore
+from ponder.jobs.redis_store import FINISHED, RedisJobStore
 from ponder.jobs.spec import JobSpec
 
 log = logging.getLogger(__name__)
-
-FINAL = ("completed", "cancelled", "failed")
 
 
 def deployment_name(config: PonderConfig) -> str:
@@ -55,10 +53,10 @@ class JobWorkerImpl:
 
     async def _poll(self) -> None:
         while True:
+            self.running = {j: t for j, t in self.running.items() if not t.done()}
             try:
                 for job_id in await self.store.active():
-                    task = self.running.get(job_id)
-                    if task is None or task.done():
+                    if job_id not in self.running:
                         self.running[job_id] = asyncio.get_running_loop().create_task(self._run(job_id))
             except Exception as e:  # the store is down for longer than its retries: poll again
                 log.warning("job worker: cannot list active jobs (%s)", e)
@@ -75,7 +73,7 @@ class JobWorkerImpl:
 
     async def _run(self, job_id: str) -> None:
         meta = await self.store.get(job_id)
-        if meta is None or meta["status"] in FINAL:
+        if meta is None or meta["status"] in FINISHED:
             return
         spec = JobSpec.from_dict(meta["spec"])
         try:

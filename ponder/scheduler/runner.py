@@ -245,8 +245,12 @@ class Runner(SchedulerAPI):
         if len({p.id for p in problems}) != len(problems):  # callers key results by id
             raise ValueError("problem ids must be unique within one run")
         job = f"run-{uuid.uuid4().hex}"
-        await self.open_job(job)
-        self.ledger = self.jobs[job].ledger = self.job_ledger(problems, strategy, budget)
+        sc = self.config.scheduler
+        b = budget if isinstance(budget, Budget) else Budget.parse(budget or self.config.search.budget)
+        name = strategy or self.config.search.strategy
+        total = None if sc.job_budget is None else float(Budget.parse(sc.job_budget).tokens)
+        await self.open_job(job, budget=total, queries=len(problems), groups={group_label(name, b.label()): len(problems)})
+        self.ledger = self.jobs[job].ledger_for(name, b) if problems else None
         queue = iter(problems)
         live: dict[asyncio.Task, Problem] = {}
 
@@ -268,15 +272,6 @@ class Runner(SchedulerAPI):
             for task in live:
                 task.cancel()
             await self.close_job(job)
-
-    def job_ledger(self, problems: list[Problem], strategy: str | None, budget: str | Budget | None) -> TokenLedger | None:
-        sc, s = self.config.scheduler, self.config.search
-        if sc.job_budget is not None:
-            return TokenLedger(float(Budget.parse(sc.job_budget).tokens), len(problems))
-        b = budget if isinstance(budget, Budget) else Budget.parse(budget or s.budget)
-        if (strategy or s.strategy) == "auto" and not math.isinf(b.tokens) and problems:
-            return TokenLedger(b.tokens * len(problems), len(problems))
-        return None
 
     async def close(self) -> None:
         for job in list(self.jobs):

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from ponder.config import PonderConfig
-from ponder.jobs.client import JobClient
+from ponder.jobs.client import call
 from ponder.jobs.core import run_job
 from ponder.jobs.local import LocalQueue
 from ponder.jobs.spec import JobSpec
@@ -49,17 +49,6 @@ def baseline(n: int, strategies=STRATEGIES, budgets=BUDGETS) -> dict:
     asyncio.run(run_job(make_runner(cfg), spec, LocalQueue(spec.plan(load_problems(f"arith:{n}")), store),
                         concurrency=32, poll_s=0.01))
     return {record_key(r): r for r in store.records()}
-
-
-def call(url: str, fn):
-    async def go():
-        c = JobClient(url)
-        try:
-            return await fn(c)
-        finally:
-            await c.close()
-
-    return asyncio.run(go())
 
 
 def status(url: str, job_id: str) -> dict:

