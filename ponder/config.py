@@ -50,6 +50,10 @@ class SchedulerConfig:
     allocation_table: str | None = None  # file written by `ponder calibrate`; None: the shipped default
     probe_samples: int = 4  # difficulty probe width
     job_budget: float | None = None  # an eval job's total tokens for `auto`; None: per-query budget x problems
+    # Engine calls in flight per pool; the rest wait in the scheduler, most urgent first
+    # (interactive before job work). None: replicas x cluster.max_inflight_per_replica over Ray,
+    # no bound in-process.
+    max_inflight_calls: int | None = None
 
 
 IN_PROCESS = "inprocess"  # cluster.address for no Ray at all
@@ -77,10 +81,59 @@ class ClusterConfig:
         return bool(self.address) and self.address != IN_PROCESS
 
 
+def _default_effort() -> dict[str, str]:
+    return {"low": "n=4", "medium": "n=16", "high": "n=64"}
+
+
 @dataclass
 class ApiConfig:
+    """The HTTP service (`ponder serve`): where it listens, who may call it, what it admits."""
+
     host: str = "127.0.0.1"
     port: int = 8000
+    # Bearer tokens: a YAML/JSON file mapping token -> tenant, and/or $PONDER_API_KEY (tenant
+    # "default"). With neither, the server has no auth and listens on 127.0.0.1 only.
+    tokens_file: str | None = None
+    # Admission of interactive searches (429 + Retry-After beyond the waiting room).
+    max_running: int = 64
+    max_queued: int = 256
+    tenant_max_running: int = 64
+    tenant_max_queued: int = 256
+    # Request limits. The shipped models read 512 characters (their tokens), solution included.
+    max_problem_chars: int = 256
+    max_budget_tokens: float = 1e6
+    max_width: int = 1024
+    max_deadline_s: float = 3600.0
+    max_upload_bytes: int = 32 * 2**20
+    max_job_rows: int = 100_000
+    reasoning_effort: dict[str, str] = field(default_factory=_default_effort)  # OpenAI effort -> budget
+    deadline_grace_s: float = 2.0  # past its deadline a search gets this long to return its best
+    # Serve's autoscaling of the ingress replicas (the pools scale separately).
+    min_replicas: int = 1
+    max_replicas: int = 4
+    target_ongoing_requests: int = 64
+
+    def validate(self) -> None:
+        if not (0 < int(self.port) < 65536):
+            raise ConfigError(f"api.port must be in 1..65535, got {self.port}")
+        for name in ("max_running", "tenant_max_running", "max_problem_chars", "max_width", "max_upload_bytes",
+                     "max_job_rows", "min_replicas", "target_ongoing_requests"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"api.{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("max_queued", "tenant_max_queued"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"api.{name} must be at least 0, got {getattr(self, name)}")
+        if self.max_replicas < self.min_replicas:
+            raise ConfigError(f"api.max_replicas ({self.max_replicas}) is below api.min_replicas ({self.min_replicas})")
+        if not self.max_budget_tokens > 0 or not self.max_deadline_s > 0 or self.deadline_grace_s < 0:
+            raise ConfigError("api.max_budget_tokens and api.max_deadline_s must be positive, api.deadline_grace_s not negative")
+        if not isinstance(self.reasoning_effort, dict) or set(self.reasoning_effort) != {"low", "medium", "high"}:
+            raise ConfigError("api.reasoning_effort must map exactly low, medium and high to budgets")
+        for effort, spec in self.reasoning_effort.items():
+            try:
+                Budget.parse(spec)
+            except ConfigError as e:
+                raise ConfigError(f"api.reasoning_effort.{effort}: {e}") from None
 
 
 @dataclass
@@ -126,6 +179,7 @@ class PonderConfig:
     def from_dict(cls, data: dict[str, Any]) -> PonderConfig:
         config = _build(cls, data or {}, "")
         config.jobs.validate()
+        config.api.validate()
         return config
 
     @classmethod

@@ -10,11 +10,19 @@ half is tried again, so only the request that breaks the engine (a problem the m
 read, a prompt too long for it) gets the error and its batch-mates get their results
 (log2(batch) extra calls per bad request). `EngineUnavailable` (no replica at all) is handed to
 the whole batch at once: splitting cannot help.
+
+Waiting requests are ordered by priority: with `max_inflight` calls in flight (what the replicas
+take; a callable follows the pool's size) the rest wait here, and the next batch takes the most
+urgent first. Interactive searches (priority class 0) go ahead of job work (class 1), so a large
+eval job on the same pools does not starve serving. A request whose search is cancelled while it
+waits is never sent: its search gets `SearchCancelled`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,6 +32,13 @@ from ponder.actors.engine import EngineUnavailable, GeneratedStep, ScoreRequest,
 
 Req = TypeVar("Req")
 Res = TypeVar("Res")
+
+Priority = tuple[int, int]  # (class, priority): lower goes first
+JOB_WORK: Priority = (1, 0)
+
+
+class SearchCancelled(Exception):
+    """The search that sent this request was cancelled before the request left the queue."""
 
 
 @dataclass
@@ -41,27 +56,39 @@ class Batcher(Generic[Req, Res]):
         fn: Callable[[list[Req]], Awaitable[list[Res]]],
         max_batch: int = 64,
         window_s: float = 0.002,
-        max_inflight: int | None = None,
+        max_inflight: int | Callable[[], int] | None = None,
     ):
         self._fn = fn
         self.max_batch = max_batch
         self.window_s = window_s
-        self._pending: list[tuple[Req, asyncio.Future]] = []
+        # heap of (priority, arrival, request, future, alive)
+        self._pending: list[tuple[Priority, int, Req, asyncio.Future, Callable[[], bool] | None]] = []
+        self._arrival = itertools.count()
         self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
-        self._inflight = 0
-        self._sem = asyncio.Semaphore(max_inflight) if max_inflight else None
+        self._inflight = 0  # calls in flight, split halves included (for busy time)
+        self._launched = 0  # top-level batches in flight (for the capacity)
+        self._capacity = max_inflight
         self._busy_since: float | None = None
         self._tasks: set[asyncio.Task] = set()
         self.stats = BatchStats()
 
-    async def submit(self, requests: list[Req]) -> list[Res]:
+    def capacity(self) -> float:
+        cap = self._capacity() if callable(self._capacity) else self._capacity
+        return float("inf") if not cap else max(1, cap)
+
+    @property
+    def queued(self) -> int:
+        return len(self._pending)
+
+    async def submit(self, requests: list[Req], priority: Priority = JOB_WORK,
+                     alive: Callable[[], bool] | None = None) -> list[Res]:
         if not requests:
             return []
         loop = asyncio.get_running_loop()
         futs = []
         for r in requests:
             f = loop.create_future()
-            self._pending.append((r, f))
+            heapq.heappush(self._pending, (priority, next(self._arrival), r, f, alive))
             futs.append(f)
         if len(self._pending) >= self.max_batch:
             self._flush()
@@ -72,19 +99,40 @@ class Batcher(Generic[Req, Res]):
                 self._timer = loop.call_soon(self._flush)
         return list(await asyncio.gather(*futs))
 
+    def _take(self) -> list[tuple[Req, asyncio.Future]]:
+        batch = []
+        while self._pending and len(batch) < self.max_batch:
+            _, _, r, f, alive = heapq.heappop(self._pending)
+            if f.done():  # its search was cancelled while it waited
+                continue
+            if alive is not None and not alive():
+                f.set_exception(SearchCancelled())
+                continue
+            batch.append((r, f))
+        return batch
+
     def _flush(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        while self._pending:
-            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
-            task = asyncio.get_running_loop().create_task(self._run(batch))
+        while self._pending and self._launched < self.capacity():
+            batch = self._take()
+            if not batch:
+                continue
+            self._launched += 1
+            task = asyncio.get_running_loop().create_task(self._run_top(batch))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    async def _run_top(self, batch: list[tuple[Req, asyncio.Future]]) -> None:
+        try:
+            await self._run(batch)
+        finally:
+            self._launched -= 1
+            if self._pending:  # what waited for this slot has waited long enough: no window
+                self._flush()
+
     async def _run(self, batch: list[tuple[Req, asyncio.Future]]) -> None:
-        if self._sem:
-            await self._sem.acquire()
         self._enter()
         split = False
         try:
@@ -108,8 +156,6 @@ class Batcher(Generic[Req, Res]):
                     f.set_exception(e)
         finally:
             self._exit(len(batch))
-            if self._sem:
-                self._sem.release()
         if split:
             half = len(batch) // 2
             await asyncio.gather(self._run(batch[:half]), self._run(batch[half:]))
@@ -136,26 +182,30 @@ class Batcher(Generic[Req, Res]):
 class BatchedPolicy:
     """A `PolicyEngine` front that batches across searches before calling the real engine."""
 
-    def __init__(self, engine: Any, max_batch: int = 64, window_s: float = 0.002, max_inflight: int | None = None):
+    def __init__(self, engine: Any, max_batch: int = 64, window_s: float = 0.002,
+                 max_inflight: int | Callable[[], int] | None = None):
         self.engine = engine
         self.batcher: Batcher[StepRequest, list[list[GeneratedStep]]] = Batcher(
             engine.generate, max_batch, window_s, max_inflight
         )
 
-    async def generate(self, requests: list[StepRequest]) -> list[list[list[GeneratedStep]]]:
-        return await self.batcher.submit(requests)
+    async def generate(self, requests: list[StepRequest], priority: Priority = JOB_WORK,
+                       alive: Callable[[], bool] | None = None) -> list[list[list[GeneratedStep]]]:
+        return await self.batcher.submit(requests, priority, alive)
 
     def info(self):
         return self.engine.info()
 
 
 class BatchedReward:
-    def __init__(self, engine: Any, max_batch: int = 64, window_s: float = 0.002, max_inflight: int | None = None):
+    def __init__(self, engine: Any, max_batch: int = 64, window_s: float = 0.002,
+                 max_inflight: int | Callable[[], int] | None = None):
         self.engine = engine
         self.batcher: Batcher[ScoreRequest, ScoreResult] = Batcher(engine.score, max_batch, window_s, max_inflight)
 
-    async def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
-        return await self.batcher.submit(requests)
+    async def score(self, requests: list[ScoreRequest], priority: Priority = JOB_WORK,
+                    alive: Callable[[], bool] | None = None) -> list[ScoreResult]:
+        return await self.batcher.submit(requests, priority, alive)
 
     def info(self):
         return self.engine.info()

@@ -14,6 +14,8 @@ import zlib
 from collections.abc import Callable, Sequence
 
 from ponder.actors.engine import PolicyEngine, RewardEngine, ScoreRequest, StepRequest
+from ponder.scheduler.batcher import JOB_WORK, BatchedPolicy, BatchedReward, Priority, SearchCancelled
+from ponder.scheduler.progress import SearchProgress
 from ponder.search.context import SearchContext
 from ponder.search.types import Compute, Node, Problem
 from ponder.tasks.grading import extract_answer
@@ -34,6 +36,7 @@ class EngineContext(SearchContext):
         seed: int = 0,
         answer_fn: Callable[[str], str | None] = extract_answer,
         on_spend: Callable[[float], None] | None = None,
+        priority: Priority = JOB_WORK,
     ):
         self.problem = problem
         self.policy = policy
@@ -48,6 +51,9 @@ class EngineContext(SearchContext):
         self.spent = Compute()
         self.cancelled = False
         self.unaffordable = False  # the next expansion was refused: the grant could not pay for it
+        self.stopped: str | None = None  # the scheduler ended the search early ("deadline")
+        self.priority = priority  # of its engine requests in the batchers' queues
+        self.progress = SearchProgress(limit)
         self._seed = zlib.crc32(f"{seed}:{problem.id}".encode())
         self._calls = 0
         self.rng = random.Random(self._seed)
@@ -58,7 +64,14 @@ class EngineContext(SearchContext):
         return self.limit - self.spent.cost
 
     def should_stop(self) -> bool:
-        return self.cancelled or self.unaffordable or self.budget <= 0
+        return self.cancelled or self.unaffordable or self.stopped is not None or self.budget <= 0
+
+    def stop(self, reason: str) -> None:
+        """End the search at its next expansion: it returns the best it has (a deadline)."""
+        self.stopped = reason
+
+    def _alive(self) -> bool:
+        return not self.cancelled
 
     def _affordable(self, samples: int) -> bool:
         """Do not start what the grant cannot pay for: after the first expansion, one whose
@@ -82,6 +95,7 @@ class EngineContext(SearchContext):
     def _charge(self, policy_tokens: int = 0, prm_tokens: int = 0, generations: int = 0, score_calls: int = 0) -> None:
         cost = policy_tokens + prm_tokens * self.prm_cost_ratio
         self.spent.add(Compute(policy_tokens, prm_tokens, generations, score_calls, cost))
+        self.progress.limit = self.limit  # the ledger may have moved the grant
         if self.on_spend is not None:
             self.on_spend(cost)
 
@@ -114,7 +128,11 @@ class EngineContext(SearchContext):
             )
             for _, node in live
         ]
-        results = await self.policy.generate(requests)
+        try:
+            results = await (self.policy.generate(requests, self.priority, self._alive)
+                             if isinstance(self.policy, BatchedPolicy) else self.policy.generate(requests))
+        except SearchCancelled:
+            return out
         tokens = generations = 0
         for (i, parent), samples in zip(live, results):
             for steps in samples:
@@ -130,6 +148,7 @@ class EngineContext(SearchContext):
                 if node is not parent:
                     out[i].append(node)
         self._charge(policy_tokens=tokens, generations=generations)
+        self.progress.on_expand(out, generations, self.spent)
         return out
 
     async def score(self, nodes: Sequence[Node]) -> list[list[float]]:
@@ -139,8 +158,14 @@ class EngineContext(SearchContext):
         todo = [node for node in nodes if node.rewards is None and not node.is_root]
         if todo and not self.cancelled:
             requests = [ScoreRequest(self.problem.problem, node.steps(), self.affinity) for node in todo]
-            results = await self.reward.score(requests)
+            try:
+                results = await (self.reward.score(requests, self.priority, self._alive)
+                                 if isinstance(self.reward, BatchedReward) else self.reward.score(requests))
+            except SearchCancelled:
+                results = []
             for node, res in zip(todo, results):
                 node.rewards = list(res.rewards)
-            self._charge(prm_tokens=sum(r.tokens for r in results), score_calls=len(results))
+            if results:
+                self._charge(prm_tokens=sum(r.tokens for r in results), score_calls=len(results))
+                self.progress.on_score(todo, self.spent)
         return [list(node.rewards or []) for node in nodes]

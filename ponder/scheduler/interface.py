@@ -4,7 +4,8 @@ Two implementations: `Runner` (in-process engines, `ponder.scheduler.runner`) an
 `RemoteRunner` (a client of the Ray `Scheduler` actor, `ponder.scheduler.scheduler`). Callers do
 not care where searches run.
 
-Lifecycle of a job: `open_job` gives it its own state (its ledger when it has a budget), every
+Interactive searches (the HTTP service) go through `stream`: admission, priority over job work,
+deadlines and progress events. Lifecycle of a job: `open_job` gives it its own state (its ledger when it has a budget), every
 `solve(..., job=id)` spends against it, `cancel_job` stops its searches (no further engine
 requests; unspent grants go back to the ledger), `close_job` drops the state and returns the
 ledger's books. `solve` without a job spends the per-query budget only.
@@ -33,6 +34,24 @@ class SchedulerAPI(ABC):
         search_id: str | None = None,
     ) -> SearchResult:
         """Run one search. `search_id` names it for `cancel`; `job` spends against that job."""
+
+    @abstractmethod
+    def stream(
+        self,
+        problem: Problem,
+        strategy: str | None = None,
+        budget: str | Budget | None = None,
+        params: dict[str, Any] | None = None,
+        *,
+        search_id: str | None = None,
+        tenant: str = "",
+        priority: int = 0,
+        deadline_s: float | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """One interactive search, admitted against the serving limits, as events: `queued`,
+        `started`, `progress`..., `result` (its `SearchResult` as a dict); or `rejected` with
+        `retry_after_s`. Its engine requests go ahead of job work (`priority`: lower first); at
+        `deadline_s` it returns its best with stop reason `deadline`."""
 
     @abstractmethod
     async def open_job(self, job_id: str, *, budget: float | None = None, queries: int = 0,

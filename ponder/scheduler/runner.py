@@ -21,8 +21,9 @@ from typing import Any
 
 from ponder.config import Budget, PonderConfig
 from ponder.scheduler import auto as _auto  # noqa: F401  (registers strategy "auto")
+from ponder.scheduler.admission import Admission, AdmissionLimits, Overloaded
 from ponder.scheduler.allocation import AllocationTable
-from ponder.scheduler.batcher import BatchedPolicy, BatchedReward
+from ponder.scheduler.batcher import JOB_WORK, BatchedPolicy, BatchedReward
 from ponder.scheduler.context import EngineContext
 from ponder.scheduler.interface import SchedulerAPI, group_label
 from ponder.scheduler.ledger import Account, TokenLedger
@@ -83,14 +84,27 @@ class Runner(SchedulerAPI):
         self.config = config or PonderConfig()
         sc = self.config.scheduler
         window = sc.batch_window_ms / 1000.0
-        self.policy = BatchedPolicy(policy_engine, sc.max_batch, window)
-        self.reward = BatchedReward(reward_engine, sc.max_batch, window)
+        self.policy = BatchedPolicy(policy_engine, sc.max_batch, window, self._capacity(policy_engine))
+        self.reward = BatchedReward(reward_engine, sc.max_batch, window, self._capacity(reward_engine))
+        a = self.config.api
+        self.admission = Admission(AdmissionLimits(a.max_running, a.max_queued, a.tenant_max_running, a.tenant_max_queued))
         self.started = time.perf_counter()
         self._table: AllocationTable | None = None
         self.ledger: TokenLedger | None = None  # the ledger of the latest run(), for stats
         self.searches = {"started": 0, "finished": 0, "errors": 0, "cancelled": 0}
+        self.tokens = {"policy": 0, "prm": 0, "cost": 0.0}  # spent by every finished search
         self.jobs: dict[str, JobState] = {}
         self._live: dict[str, EngineContext] = {}  # search id -> its context
+
+    def _capacity(self, engine: Any) -> Any:
+        """Engine calls in flight for a pool: what its replicas take now (it follows scaling)."""
+        fixed = self.config.scheduler.max_inflight_calls
+        if fixed is not None:
+            return fixed
+        if not hasattr(engine, "size"):
+            return None  # an in-process engine: no replicas to queue in front of
+        per = self.config.cluster.max_inflight_per_replica
+        return lambda: max(1, engine.size) * per
 
     @property
     def allocation(self) -> AllocationTable:
@@ -158,10 +172,17 @@ class Runner(SchedulerAPI):
         job: str | None = None,
         search_id: str | None = None,
         account: Account | None = None,
+        priority: int | None = None,
+        deadline_s: float | None = None,
+        on_progress: Any = None,
     ) -> SearchResult:
         """Run one search. Under a job with a ledger (a job budget, or `auto` under a token
         budget) the search spends against its grant (and `auto` weights the grant by
-        difficulty) instead of the per-query token budget."""
+        difficulty) instead of the per-query token budget.
+
+        `priority` makes it interactive: its engine requests go ahead of job work, lower values
+        first. At `deadline_s` it stops expanding and returns its best (stop reason
+        `deadline`). `on_progress(snapshot)` is called after every expansion and scoring."""
         s = self.config.search
         name = strategy or s.strategy
         b = budget if isinstance(budget, Budget) else Budget.parse(budget or s.budget)
@@ -182,7 +203,8 @@ class Runner(SchedulerAPI):
             if "probe_samples" not in given:
                 extra["probe_samples"] = self.config.scheduler.probe_samples
             cfg = dataclasses.replace(cfg, **extra)
-        ctx = self.make_context(problem, b.tokens)
+        ctx = self.make_context(problem, b.tokens, priority=JOB_WORK if priority is None else (0, int(priority)))
+        ctx.progress.listener = on_progress
         if account is not None:
             account.attach(ctx)
         ctx.cancelled = state is not None and state.cancelled
@@ -194,7 +216,7 @@ class Runner(SchedulerAPI):
         t0 = time.perf_counter()
         refund = 0.0
         try:
-            result = await strat.fn(problem, ctx, cfg)
+            result = await self._search(strat, problem, ctx, cfg, deadline_s)
         except Exception as e:  # one broken search must not take down a whole job
             self.searches["errors"] += 1
             if state is not None:
@@ -208,12 +230,17 @@ class Runner(SchedulerAPI):
                 refund = account.ledger.close(account)
             if state is not None:
                 state.live.discard(sid)
+        if ctx.stopped is not None and not ctx.cancelled and result.stop_reason != "error":
+            result.stop_reason = ctx.stopped
         if ctx.cancelled and result.stop_reason != "error":
             result.stop_reason = "cancelled"
             self.searches["cancelled"] += 1
             if state is not None:
                 state.searches["cancelled"] += 1
         self.searches["finished"] += 1
+        self.tokens["policy"] += ctx.spent.policy_tokens
+        self.tokens["prm"] += ctx.spent.prm_tokens
+        self.tokens["cost"] += ctx.spent.cost
         result.wall_time = time.perf_counter() - t0
         result.compute = ctx.spent
         if state is not None:
@@ -227,6 +254,90 @@ class Runner(SchedulerAPI):
         if problem.answer is not None and result.stop_reason != "cancelled":
             result.correct = result.answer is not None and grade(result.answer, problem.answer)
         return result
+
+    async def _search(self, strat: registry.Strategy, problem: Problem, ctx: EngineContext, cfg: Any,
+                      deadline_s: float | None) -> SearchResult:
+        """The algorithm itself; with a deadline it is told to stop then (it returns its best
+        at its next expansion), and if it has not returned `deadline_grace_s` later it is
+        cancelled and the best finished trajectory seen so far is the result."""
+        if deadline_s is None:
+            return await strat.fn(problem, ctx, cfg)
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(max(0.0, deadline_s), ctx.stop, "deadline")
+        task = loop.create_task(strat.fn(problem, ctx, cfg))
+        try:
+            done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline_s) + self.config.api.deadline_grace_s)
+            if task in done:
+                return task.result()
+            ctx.stop("deadline")
+            ctx.cancelled = True  # no further engine requests; the algorithm's own answer is lost
+            task.cancel()
+            best = ctx.progress.best_candidate()
+            result = ctx.result(strat.name, best, [best] if best else [], stop_reason="deadline")
+            ctx.cancelled = False  # it was stopped by its deadline, not by a client
+            return result
+        finally:
+            timer.cancel()
+            if not task.done():
+                task.cancel()
+
+    async def stream(
+        self,
+        problem: Problem,
+        strategy: str | None = None,
+        budget: str | Budget | None = None,
+        params: dict[str, Any] | None = None,
+        *,
+        search_id: str | None = None,
+        tenant: str = "",
+        priority: int = 0,
+        deadline_s: float | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """One interactive search, admitted against the limits (`api.max_running`...), as events:
+        `queued` (when it has to wait), `started`, `progress` (after every expansion and
+        scoring, in order), then `result`; or only `rejected` (with `retry_after_s`) when there
+        is no room. Closing the iterator early cancels the search."""
+        sid = search_id or uuid.uuid4().hex
+        if self.admission.would_wait(tenant):
+            yield {"event": "queued", "search_id": sid, "queued": self.admission.total_queued}
+        t_arrive = time.perf_counter()
+        try:
+            await self.admission.acquire(tenant, priority)
+        except Overloaded as e:
+            yield {"event": "rejected", "search_id": sid, "reason": str(e), "retry_after_s": e.retry_after_s}
+            return
+        t0 = time.perf_counter()
+        if deadline_s is not None:
+            deadline_s -= t0 - t_arrive  # time spent waiting for admission counts
+        events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        task = asyncio.get_running_loop().create_task(self.solve(
+            problem, strategy, budget, params, search_id=sid, priority=priority, deadline_s=deadline_s,
+            on_progress=events.put_nowait))
+        try:
+            yield {"event": "started", "search_id": sid, "queued_s": t0 - t_arrive}
+            while True:
+                get = asyncio.ensure_future(events.get())
+                done, _ = await asyncio.wait({task, get}, return_when=asyncio.FIRST_COMPLETED)
+                if get in done:
+                    yield {"event": "progress", **get.result()}
+                    continue
+                get.cancel()
+                while not events.empty():
+                    yield {"event": "progress", **events.get_nowait()}
+                result = task.result()
+                result.meta["tenant"] = tenant
+                result.meta["queued_s"] = t0 - t_arrive
+                yield {"event": "result", "result": result.to_dict()}
+                return
+        finally:
+            if not task.done():  # the consumer went away: no further engine requests for it
+                await self.cancel(sid)
+                await asyncio.gather(task, return_exceptions=True)
+            self.admission.release(tenant, time.perf_counter() - t0)
+
+    def set_admission(self, limits: AdmissionLimits) -> None:
+        limits.validate()
+        self.admission.configure(limits)
 
     async def run(
         self,
@@ -297,6 +408,10 @@ class Runner(SchedulerAPI):
         out["wall_s"] = wall
         out["jobs"] = len(self.jobs)
         out["live_searches"] = len(self._live)
+        out["policy_queued"] = self.policy.batcher.queued
+        out["reward_queued"] = self.reward.batcher.queued
+        out["admission"] = self.admission.stats()
+        out["tokens"] = dict(self.tokens)
         if self.ledger is not None:
             out["ledger"] = self.ledger.report()
         return out

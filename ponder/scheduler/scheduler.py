@@ -79,6 +79,23 @@ class Scheduler:
         result = await self.runner.solve(problem_from_dict(problem), strategy, budget, params, job=job, search_id=search_id)
         return result.to_dict()
 
+    async def stream(
+        self, problem: dict[str, Any], strategy: str | None = None, budget: str | None = None,
+        params: dict[str, Any] | None = None, search_id: str | None = None, tenant: str = "",
+        priority: int = 0, deadline_s: float | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """An interactive search's events (a Ray streaming generator; see `Runner.stream`)."""
+        await self.ready()
+        async for event in self.runner.stream(problem_from_dict(problem), strategy, budget, params, search_id=search_id,
+                                              tenant=tenant, priority=priority, deadline_s=deadline_s):
+            yield event
+
+    async def set_admission(self, limits: dict[str, Any]) -> None:
+        from ponder.scheduler.admission import AdmissionLimits
+
+        await self.ready()
+        self.runner.set_admission(AdmissionLimits(**limits))
+
     async def open_job(self, job_id: str, budget: float | None = None, queries: int = 0,
                        groups: dict[str, int] | None = None) -> None:
         await self.ready()
@@ -208,6 +225,19 @@ class RemoteRunner(SchedulerAPI):
     ) -> SearchResult:
         d = await self.actor.solve.remote(problem_to_dict(problem), strategy, _budget_arg(budget), params, job, search_id)
         return SearchResult.from_dict(d)
+
+    async def stream(
+        self, problem: Problem, strategy: str | None = None, budget: str | Budget | None = None,
+        params: dict[str, Any] | None = None, *, search_id: str | None = None, tenant: str = "",
+        priority: int = 0, deadline_s: float | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        gen = self.actor.stream.remote(problem_to_dict(problem), strategy, _budget_arg(budget), params, search_id,
+                                       tenant, priority, deadline_s)
+        async for ref in gen:
+            yield await ref
+
+    async def set_admission(self, limits: dict[str, Any]) -> None:
+        await self.actor.set_admission.remote(limits)
 
     async def open_job(self, job_id: str, *, budget: float | None = None, queries: int = 0,
                        groups: dict[str, int] | None = None) -> None:
