@@ -40,6 +40,13 @@ def deployment_name(config: PonderConfig) -> str:
     return f"ponder-{digest}"
 
 
+def scheduler_names(config: PonderConfig) -> tuple[str, str]:
+    """(scheduler actor, replica owner) names of `config`'s deployment: the job worker and the
+    HTTP service use the same ones, so they share the pools."""
+    name = deployment_name(config)
+    return f"{name}-scheduler", f"{name}-replicas"
+
+
 class JobWorkerImpl:
     def __init__(self, redis_url: str, consumer: str = "worker-0", poll_s: float = 1.0, lease_s: float = 60.0):
         self.store = RedisJobStore(redis_url)
@@ -66,10 +73,10 @@ class JobWorkerImpl:
         from ponder.scheduler.scheduler import RemoteRunner
 
         config = spec.ponder_config()
-        name = deployment_name(config)
-        if name not in self.schedulers:
-            self.schedulers[name] = await RemoteRunner.connect(config, f"{name}-scheduler", f"{name}-replicas")
-        return self.schedulers[name]
+        sched, owner = scheduler_names(config)
+        if sched not in self.schedulers:
+            self.schedulers[sched] = await RemoteRunner.connect(config, sched, owner)
+        return self.schedulers[sched]
 
     async def _run(self, job_id: str) -> None:
         meta = await self.store.get(job_id)
@@ -100,10 +107,21 @@ class JobWorkerImpl:
 JobWorker = ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=1000)(JobWorkerImpl)
 
 
+def _worker(redis_url: str, config: PonderConfig) -> Any:
+    jc = config.jobs
+    return JobWorker.options(name=jc.worker, get_if_exists=True, lifetime="detached").remote(
+        redis_url, "worker-0", 1.0, jc.lease_s)
+
+
 def ensure_worker(redis_url: str, config: PonderConfig) -> Any:
     """The job worker of this Ray namespace, started if none runs (the caller is connected)."""
-    jc = config.jobs
-    handle = JobWorker.options(name=jc.worker, get_if_exists=True, lifetime="detached").remote(
-        redis_url, "worker-0", 1.0, jc.lease_s)
+    handle = _worker(redis_url, config)
     ray.get(handle.ping.remote())
+    return handle
+
+
+async def ensure_worker_async(redis_url: str, config: PonderConfig) -> Any:
+    """`ensure_worker` from inside an event loop (the HTTP service)."""
+    handle = _worker(redis_url, config)
+    await handle.ping.remote()
     return handle

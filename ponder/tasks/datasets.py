@@ -116,26 +116,36 @@ def _file(spec: str) -> list[Problem]:
 
 
 def _jsonl(path: Path) -> list[Problem]:
-    out: list[Problem] = []
-    lines: dict[str, int] = {}
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise DatasetError(f"{path}: not UTF-8 text ({e.reason})") from None
+    return problems_from_jsonl(text, str(path), path.stem)
+
+
+def problems_from_jsonl(text: str, source: str, stem: str = "row") -> list[Problem]:
+    """Problems from JSONL text (a file, an upload); errors name `source:line`."""
+    out: list[Problem] = []
+    lines: dict[str, int] = {}
     for index, line in enumerate(text.splitlines()):
         if not line.strip():
             continue
-        where = f"{path}:{index + 1}"
+        where = f"{source}:{index + 1}"
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
             raise DatasetError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
-        problem = _to_problem(row, where, f"{path.stem}-{index}")
+        problem = _to_problem(row, where, f"{stem}-{index}")
         if problem.id in lines:
             raise DatasetError(f"{where}: duplicate id {problem.id!r} (first on line {lines[problem.id]})")
         lines[problem.id] = index + 1
         out.append(problem)
     return out
+
+
+def problems_from_rows(rows: Iterable[Mapping[str, Any]], source: str, stem: str = "row") -> list[Problem]:
+    """Problems from parsed rows (a JSON upload); errors name `source: row K`."""
+    return _rows_to_problems(rows, source, stem, "row")
 
 
 def _read_with_datasets(path: Path, builder: str | None) -> Iterable[Mapping[str, Any]]:
