@@ -276,7 +276,9 @@ class Ingress:
                             body.deadline_s, body.priority)
         sid = uuid.uuid4().hex
         cid = f"chatcmpl-{sid}"
-        first, events = await self.open_search(tenant, Problem(id=sid, problem=args.problem), args.strategy,
+        # The search's randomness is keyed by the problem id: the same `seed`, the same search.
+        pid = sid if body.seed is None else f"seed-{body.seed}"
+        first, events = await self.open_search(tenant, Problem(id=pid, problem=args.problem), args.strategy,
                                                args.budget, args.params, args.priority, args.deadline_s, sid)
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)

@@ -1,4 +1,4 @@
-"""The `ponder` command line: eval, solve, report, calibrate, strategies.
+"""The `ponder` command line: eval, submit, jobs, serve, solve, report, calibrate, strategies.
 
 Every input is validated before anything is written: a bad flag, config, strategy, budget,
 dataset or model prints one line `ponder: error: ...` and exits 2 (usage) or 1 (anything else),
@@ -389,6 +389,49 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    config = load_config(args)
+    if args.host:
+        config.api.host = args.host
+    if args.port is not None:
+        config.api.port = args.port
+    try:
+        config.api.validate()
+        from ponder.api.auth import ENV_KEY, load_tokens
+
+        tokens = load_tokens(config.api)
+    except ConfigError as e:
+        raise CliError(_one_line(e), USAGE) from None
+    if not config.cluster.uses_ray:
+        raise CliError("the HTTP service runs on a Ray cluster: --address inprocess cannot be used here", USAGE)
+    if not tokens:
+        if config.api.host not in LOOPBACK:
+            print(f"ponder: no API key is configured ({ENV_KEY} or api.tokens_file): listening on 127.0.0.1 only, "
+                  f"not {config.api.host}", file=sys.stderr)
+        config.api.host = "127.0.0.1"
+    check_model_paths(config)
+    url = _redis_url(args, config)
+    _connect_cluster(args, config)
+    from ponder.api import server
+
+    try:
+        base = server.deploy(config, url, tokens)
+        print("ponder: starting the pools (the first start loads the models)...", file=sys.stderr)
+        health = server.wait_ready(base)
+    except CliError:
+        raise
+    except Exception as e:
+        raise CliError(f"cannot start the HTTP service: {_one_line(e)}") from None
+    auth = f"bearer tokens for {len(set(tokens.values()))} tenant(s)" if tokens else "no auth (loopback only)"
+    print(f"ponder: serving on {base} ({auth}; replicas {health.get('replicas')})", file=sys.stderr)
+    print(f"ponder: OpenAI base URL {base}/v1 ; native API POST {base}/v1/solve ; Ctrl-C stops", file=sys.stderr)
+    server.serve_until_interrupted()
+    return 0
+
+
 def _fmt_status(st: dict[str, Any]) -> str:
     acc = f"{100 * st['accuracy']:.1f}%" if st.get("accuracy") is not None else "-"
     eta = f"{st['eta_s']:.0f}s" if st.get("eta_s") is not None else "-"
@@ -647,6 +690,7 @@ EXAMPLES = """examples:
   ponder report results.jsonl --plot acc.png
   ponder submit arith:1000 --strategy beam_search --budget n=8     # prints a job id, returns at once
   ponder jobs wait JOB_ID ; ponder jobs results JOB_ID --out r.jsonl ; ponder jobs cancel JOB_ID
+  ponder serve --port 8000        # HTTP: POST /v1/solve, OpenAI-compatible /v1/chat/completions
 Running the same eval again resumes it: finished problems are skipped, failed ones retried."""
 
 
@@ -717,6 +761,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     _add_store_flags(p)
     p.set_defaults(func=cmd_jobs_wait)
+
+    p = sub.add_parser("serve", help="the HTTP service: native /v1/solve and OpenAI-compatible /v1/chat/completions")
+    p.add_argument("--host", help="listen address (default api.host, 127.0.0.1; without an API key always 127.0.0.1)")
+    p.add_argument("--port", type=_positive_int, help="listen port (default api.port, 8000)")
+    _add_config_flags(p)
+    _add_store_flags(p)
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("solve", help="solve one problem and show the reasoning")
     p.add_argument("problem", help="the problem text")

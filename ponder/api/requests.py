@@ -68,7 +68,7 @@ class SolveBody(BaseModel):
     priority: int = 0
     stream: bool = False
     answer: str | int | float | None = None  # a reference answer: the result is graded
-    id: str | None = None
+    id: str | None = None  # the search's random choices are keyed by it: the same id, the same search
 
 
 class Message(BaseModel):
@@ -102,12 +102,12 @@ class ChatBody(BaseModel):
     params: dict[str, Any] | None = None
     deadline_s: float | None = None
     priority: int = 0
+    seed: int | None = None  # the same seed, the same search (its random choices are keyed by it)
     # Standard fields ponder accepts and does not use.
     temperature: float | None = None
     top_p: float | None = None
     max_tokens: int | None = None
     max_completion_tokens: int | None = None
-    seed: int | None = None
     user: str | None = None
     stop: str | list[str] | None = None
     presence_penalty: float | None = None

@@ -109,7 +109,8 @@ JobWorker = ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=1000)(JobWor
 
 def _worker(redis_url: str, config: PonderConfig) -> Any:
     jc = config.jobs
-    return JobWorker.options(name=jc.worker, get_if_exists=True, lifetime="detached").remote(
+    return JobWorker.options(name=jc.worker, namespace=config.cluster.namespace, get_if_exists=True,
+                             lifetime="detached").remote(
         redis_url, "worker-0", 1.0, jc.lease_s)
 
 

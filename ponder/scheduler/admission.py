@@ -91,9 +91,16 @@ class Admission:
 
     async def acquire(self, tenant: str, priority: int = 0) -> None:
         """Wait for a running slot; `Overloaded` at once when the waiting room is full."""
+        w = self.enter(tenant, priority)
+        if w is not None:
+            await self.wait(w)
+
+    def enter(self, tenant: str, priority: int = 0) -> _Waiter | None:
+        """The part of `acquire` that does not wait: a running slot now (None), a place in line
+        (a waiter to pass to `wait`, or to `leave`), or `Overloaded`."""
         if not self._waiters and self._may_run(tenant):
             self._start(tenant)
-            return
+            return None
         lim = self.limits
         if self.total_queued >= lim.max_queued:
             self._reject()
@@ -107,15 +114,24 @@ class Admission:
         self._waiters.append(w)
         self._waiters.sort()
         self.queued[tenant] += 1
+        self._wake()  # those ahead may be waiting only for their tenant's limit
+        return w
+
+    async def wait(self, w: _Waiter) -> None:
         try:
             await w.admitted
         except BaseException:
-            if w in self._waiters:
-                self._waiters.remove(w)
-                self.queued[tenant] -= 1
-            elif w.admitted.done() and not w.admitted.cancelled():
-                self.release(tenant)  # admitted just as the caller went away
+            self.leave(w)
             raise
+
+    def leave(self, w: _Waiter) -> None:
+        """A waiter goes away: out of the line, or, admitted just as it went, out of its slot."""
+        if w in self._waiters:
+            self._waiters.remove(w)
+            self.queued[w.tenant] -= 1
+            w.admitted.cancel()
+        elif w.admitted.done() and not w.admitted.cancelled():
+            self.release(w.tenant)
 
     def release(self, tenant: str, duration_s: float | None = None) -> None:
         self.running[tenant] -= 1
@@ -134,6 +150,10 @@ class Admission:
         i = 0
         while i < len(self._waiters) and self.total_running < self.limits.max_running:
             w = self._waiters[i]
+            if w.admitted.done():  # its caller was cancelled and has not left the line yet
+                self._waiters.pop(i)
+                self.queued[w.tenant] -= 1
+                continue
             if self.running[w.tenant] >= self.limits.tenant_max_running:
                 i += 1  # this tenant is full; the next one in line may run
                 continue

@@ -298,14 +298,20 @@ class Runner(SchedulerAPI):
         scoring, in order), then `result`; or only `rejected` (with `retry_after_s`) when there
         is no room. Closing the iterator early cancels the search."""
         sid = search_id or uuid.uuid4().hex
-        if self.admission.would_wait(tenant):
-            yield {"event": "queued", "search_id": sid, "queued": self.admission.total_queued}
         t_arrive = time.perf_counter()
-        try:
-            await self.admission.acquire(tenant, priority)
+        try:  # refused or in line before the first event, so `rejected` is the only one
+            waiter = self.admission.enter(tenant, priority)
         except Overloaded as e:
             yield {"event": "rejected", "search_id": sid, "reason": str(e), "retry_after_s": e.retry_after_s}
             return
+        if waiter is not None:
+            try:
+                if not waiter.admitted.done():
+                    yield {"event": "queued", "search_id": sid, "queued": self.admission.total_queued - 1}
+            except BaseException:  # closed while it waited
+                self.admission.leave(waiter)
+                raise
+            await self.admission.wait(waiter)
         t0 = time.perf_counter()
         if deadline_s is not None:
             deadline_s -= t0 - t_arrive  # time spent waiting for admission counts
@@ -331,7 +337,8 @@ class Runner(SchedulerAPI):
                 return
         finally:
             if not task.done():  # the consumer went away: no further engine requests for it
-                await self.cancel(sid)
+                if not await self.cancel(sid):
+                    task.cancel()  # it has not started yet (solve registers it before its first await)
                 await asyncio.gather(task, return_exceptions=True)
             self.admission.release(tenant, time.perf_counter() - t0)
 

@@ -214,8 +214,10 @@ class RemoteRunner(SchedulerAPI):
         """Attach to (or create) a named, detached scheduler on the connected cluster: it
         outlives the process that created it, and Ray restarts it after a crash (it then
         re-attaches to its replicas through `owner_name`). For the job worker and services."""
-        actor = SchedulerActor.options(name=name, get_if_exists=True, lifetime="detached").remote(
-            config.to_dict(), None, None, owner_name)
+        # In the config's namespace, not the caller's: a Serve replica runs in Serve's namespace,
+        # and the job worker and the service must find the same scheduler.
+        actor = SchedulerActor.options(name=name, namespace=config.cluster.namespace, get_if_exists=True,
+                                       lifetime="detached").remote(config.to_dict(), None, None, owner_name)
         await actor.ready.remote()
         return cls(actor, config)
 
