@@ -86,9 +86,6 @@ class Admission:
         return (self.total_running < self.limits.max_running
                 and self.running[tenant] < self.limits.tenant_max_running)
 
-    def would_wait(self, tenant: str) -> bool:
-        return bool(self._waiters) or not self._may_run(tenant)
-
     async def acquire(self, tenant: str, priority: int = 0) -> None:
         """Wait for a running slot; `Overloaded` at once when the waiting room is full."""
         w = self.enter(tenant, priority)
