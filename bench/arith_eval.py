@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
     subset = {p.id for p in load_problems(dataset, limit=args.search_problems)}
     full = [summarize(lb, recs) for lb, recs in results.items() if len(recs) >= args.problems]
     same = [summarize(lb, recs, subset) for lb, recs in results.items()]
-    policy_eval = ROOT / "models" / "arith-policy" / "eval.json"
+    policy_eval = ROOT / "ponder" / "models" / "arith-policy" / "eval.json"
     auroc = json.loads(policy_eval.read_text()).get("prm_step_auroc") if policy_eval.exists() else None
     summary = {
         "dataset": dataset,
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
         summary["target"] = {"hard_greedy": greedy_row["by_bin"]["5"], "best_n64": best["row"], "gap_points": gap}
         (out_dir / "arith_eval.json").write_text(json.dumps(summary, indent=1) + "\n")
     if auroc is not None:
-        md += [f"PRM step AUROC against exact prefix labels (models/arith-policy/eval.json): **{auroc:.3f}**.", ""]
+        md += [f"PRM step AUROC against exact prefix labels (ponder/models/arith-policy/eval.json): **{auroc:.3f}**.", ""]
     (out_dir / "arith_eval.md").write_text("\n".join(md))
     plot(same, out_dir / "arith_eval.png", f"arithmetic (first {args.search_problems}): accuracy vs compute")
     print("\n".join(md))

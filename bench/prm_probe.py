@@ -1,6 +1,6 @@
 """Does a PRM check arithmetic? Reference steps against one-digit slips, next to the policy.
 
-    python bench/prm_probe.py [--prm models/arith-prm] [--policy models/arith-policy]
+    python bench/prm_probe.py [--prm ponder/models/arith-prm] [--policy ponder/models/arith-policy]
 
 For `--pairs` held-out problems (all five levels), a reference solution is cut after a random
 step k and scored twice: as is, and with one digit of step k's result changed
@@ -70,8 +70,8 @@ def _shown(path: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--prm", default=str(ROOT / "models" / "arith-prm"))
-    ap.add_argument("--policy", default=str(ROOT / "models" / "arith-policy"))
+    ap.add_argument("--prm", default=str(ROOT / "ponder" / "models" / "arith-prm"))
+    ap.add_argument("--policy", default=str(ROOT / "ponder" / "models" / "arith-policy"))
     ap.add_argument("--pairs", type=int, default=300)
     ap.add_argument("--seed", type=int, default=999)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "prm_probe.json"))

@@ -1,7 +1,7 @@
 """Check the vLLM policy against the HF one on a model dir: start time, greedy agreement, and
 sampled-step throughput on the same batch.
 
-    /work/vllm-venv/bin/python bench/vllm_check.py --model models/arith-policy --requests 64 --n 4
+    /work/vllm-venv/bin/python bench/vllm_check.py --model ponder/models/arith-policy --requests 64 --n 4
 
 Prints one JSON line. vLLM starts worker processes, hence the `__main__` guard.
 """
@@ -55,7 +55,7 @@ async def main(args: argparse.Namespace) -> dict:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="models/arith-policy")
+    ap.add_argument("--model", default="ponder/models/arith-policy")
     ap.add_argument("--requests", type=int, default=64)
     ap.add_argument("--n", type=int, default=4)
     ap.add_argument("--max-tokens", type=int, default=32)

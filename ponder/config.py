@@ -13,7 +13,8 @@ from typing import Any
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-MODELS_DIR = REPO_ROOT / "models"
+# The shipped models are package data: an installed ponder (a wheel, a container image) has them.
+MODELS_DIR = Path(__file__).resolve().parent / "models"
 
 
 class ConfigError(ValueError):
@@ -75,10 +76,46 @@ class ClusterConfig:
     dashboard: bool = False
     namespace: str = "ponder"
     restart_timeout_s: float = 60.0  # how long a pool waits for a crashed replica before replacing it
+    # Autoscaling on search backlog: a pool grows (up to its max) while the work queued for it
+    # would take longer than `autoscale_target_s` to serve, and shrinks (down to its min) after
+    # `autoscale_idle_s` without a backlog. A replica that cannot be placed stays pending, which
+    # is what the Ray autoscaler (KubeRay's on Kubernetes, the launcher's on VMs) adds nodes for.
+    # None: the pool's fixed size (policy_replicas / reward_replicas), no autoscaling.
+    policy_min_replicas: int | None = None
+    policy_max_replicas: int | None = None
+    reward_min_replicas: int | None = None
+    reward_max_replicas: int | None = None
+    autoscale_target_s: float = 2.0
+    autoscale_interval_s: float = 2.0
+    autoscale_idle_s: float = 30.0
 
     @property
     def uses_ray(self) -> bool:
         return bool(self.address) and self.address != IN_PROCESS
+
+    def replica_range(self, role: str) -> tuple[int, int]:
+        """(min, max) replicas of a pool ("policy" or "reward")."""
+        fixed = self.policy_replicas if role == "policy" else self.reward_replicas
+        lo = getattr(self, f"{role}_min_replicas")
+        hi = getattr(self, f"{role}_max_replicas")
+        return (fixed if lo is None else lo, fixed if hi is None else hi)
+
+    @property
+    def autoscales(self) -> bool:
+        return any(lo != hi for lo, hi in (self.replica_range("policy"), self.replica_range("reward")))
+
+    def validate(self) -> None:
+        for role in ("policy", "reward"):
+            lo, hi = self.replica_range(role)
+            fixed = self.policy_replicas if role == "policy" else self.reward_replicas
+            if fixed < 1 or lo < 1:
+                raise ConfigError(f"the {role} pool needs at least one replica (cluster.{role}_*replicas)")
+            if hi < lo:
+                raise ConfigError(f"cluster.{role}_max_replicas ({hi}) is below its minimum ({lo})")
+            if not lo <= fixed <= hi:
+                raise ConfigError(f"cluster.{role}_replicas ({fixed}) must lie within its min and max ({lo}..{hi})")
+        if not (self.autoscale_target_s > 0 and self.autoscale_interval_s > 0 and self.autoscale_idle_s > 0):
+            raise ConfigError("cluster.autoscale_target_s, autoscale_interval_s and autoscale_idle_s must be positive")
 
 
 def _default_effort() -> dict[str, str]:
@@ -178,6 +215,7 @@ class PonderConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PonderConfig:
         config = _build(cls, data or {}, "")
+        config.cluster.validate()
         config.jobs.validate()
         config.api.validate()
         return config

@@ -47,7 +47,7 @@ class ModelSize:
 
 @dataclass
 class TrainArgs:
-    out: str = "models"
+    out: str = "ponder/models"
     seed: int = 0
     size: ModelSize = None  # type: ignore[assignment]
     policy_steps: int = 2800
@@ -478,7 +478,7 @@ def _search_section(path: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="models")
+    ap.add_argument("--out", default="ponder/models")
     ap.add_argument("--stage", choices=["policy", "prm", "eval", "all"], default="all")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--hidden", type=int, default=ModelSize.hidden)
