@@ -438,3 +438,16 @@ def build_app(config: PonderConfig, *, redis_url: str | None, tokens: dict[str, 
         max_ongoing_requests=a.max_running + a.max_queued + 64,
         ray_actor_options={"num_cpus": 0},
     ).bind(config.to_dict(), sched, owner, redis_url, tokens)
+
+
+def app_from_args(args: dict[str, Any]) -> Any:
+    """The Serve application from a Serve config's `args` (KubeRay's `serveConfigV2`, `serve run
+    ponder.api.app:app_from_args config=...`): `config` is the PonderConfig as a mapping or the path
+    of a YAML file; the job store is `jobs.redis_url` or `$PONDER_REDIS_URL`; tokens come from
+    `$PONDER_API_KEY` and `api.tokens_file` on the ingress's node (a Kubernetes Secret)."""
+    import os
+
+    given = args.get("config") or {}
+    config = PonderConfig.load(given) if isinstance(given, str) else PonderConfig.from_dict(given)
+    redis_url = config.jobs.redis_url or os.environ.get("PONDER_REDIS_URL") or None
+    return build_app(config, redis_url=redis_url, tokens=None)
