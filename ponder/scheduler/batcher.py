@@ -67,6 +67,7 @@ class Batcher(Generic[Req, Res]):
         self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
         self._inflight = 0  # calls in flight, split halves included (for busy time)
         self._launched = 0  # top-level batches in flight (for the capacity)
+        self.inflight_requests = 0  # requests of those batches (the autoscaler's backlog counts them)
         self._capacity = max_inflight
         self._busy_since: float | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -125,9 +126,11 @@ class Batcher(Generic[Req, Res]):
             task.add_done_callback(self._tasks.discard)
 
     async def _run_top(self, batch: list[tuple[Req, asyncio.Future]]) -> None:
+        self.inflight_requests += len(batch)
         try:
             await self._run(batch)
         finally:
+            self.inflight_requests -= len(batch)
             self._launched -= 1
             if self._pending:  # what waited for this slot has waited long enough: no window
                 self._flush()

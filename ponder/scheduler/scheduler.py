@@ -49,6 +49,8 @@ class Scheduler:
         self.policy_pool: ReplicaPool | None = None
         self.reward_pool: ReplicaPool | None = None
         self.runner: Any = None
+        self.autoscalers: list[Any] = []
+        self._autoscaling: asyncio.Task | None = None
         self._ready: asyncio.Task | None = None
         self._cpu0 = time.process_time()
 
@@ -64,6 +66,17 @@ class Scheduler:
         self.reward_pool = ReplicaPool("reward", c.reward, c.cluster, builder=self._builders[1], owner=self.owner)
         await asyncio.gather(self.policy_pool.start(), self.reward_pool.start())
         self.runner = Runner(self.policy_pool, self.reward_pool, c)
+        if c.cluster.autoscales:
+            from ponder.scheduler.autoscale import PoolAutoscaler, run_autoscalers
+
+            cl = c.cluster
+            self.autoscalers = [
+                PoolAutoscaler(role, pool, front.batcher, *cl.replica_range(role), cl.autoscale_target_s,
+                               cl.autoscale_idle_s)
+                for role, pool, front in (("policy", self.policy_pool, self.runner.policy),
+                                          ("reward", self.reward_pool, self.runner.reward))]
+            self._autoscaling = asyncio.get_running_loop().create_task(
+                run_autoscalers(self.autoscalers, cl.autoscale_interval_s))
 
     async def ready(self) -> bool:
         if self._ready is None:
@@ -162,6 +175,7 @@ class Scheduler:
         p, r = await asyncio.gather(self.policy_pool.stats(), self.reward_pool.stats())
         return {
             **self.runner.stats_now(),
+            "autoscale": {a.role: a.stats() for a in self.autoscalers},
             "scheduler_cpu_s": time.process_time() - self._cpu0,
             "policy_pool": p,
             "reward_pool": r,
@@ -169,6 +183,8 @@ class Scheduler:
 
     async def shutdown(self) -> None:
         """An explicit shutdown: kill the replicas (through the owner, if any) and the owner."""
+        if self._autoscaling is not None:
+            self._autoscaling.cancel()
         for pool in (self.policy_pool, self.reward_pool):
             if pool is not None:
                 await pool.close()
