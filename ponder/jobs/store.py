@@ -164,6 +164,10 @@ class JsonlStore(ResultStore):
             else:
                 self._valid_bytes = end if not last else self._valid_bytes
             offset = end
+        if not self._records and data.strip() and not data.lstrip().startswith(b'{"id"'):
+            # Not ours (a dataset, a log): appending would cut its last line and mix records in.
+            raise StoreError(f"{self.path} is not a ponder results file (no line of it is a results "
+                             "record); choose another --out")
 
     @staticmethod
     def _parse(raw: bytes) -> dict[str, Any] | None:

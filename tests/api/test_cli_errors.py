@@ -124,3 +124,16 @@ def test_plot_paths_are_checked_before_any_work(tmp_path, capsys):
     assert (tmp_path / "ok.svg").read_bytes().lstrip().startswith(b"<?xml")
     assert cli.main(["report", str(out), "--plot", str(out)]) == 2
     assert "would overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content", [
+    "notes I keep\nlast line without a newline",
+    '{"problem": "Compute 1 + 2.", "answer": "3"}\n{"problem": "Compute 2 + 2.", "answer": "4"}',
+], ids=["text file", "a dataset"])
+def test_out_that_is_not_a_results_file_is_refused_untouched(tmp_path, engine, capsys, content):
+    out = tmp_path / "mine.jsonl"
+    out.write_text(content)
+    code = cli.main(["eval", "--dataset", "arith:2", "--out", str(out), *engine])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "not a ponder results file" in err and len(err.splitlines()) == 1
+    assert out.read_text() == content
