@@ -195,6 +195,16 @@ def _load(cfg: EngineConfig, role: str) -> tuple[Any, Any, str]:
     return tokenizer, model, device
 
 
+class PromptTooLong(ValueError):
+    """A request that does not fit the model's context; it fails alone (the batcher splits)."""
+
+
+def context_length(model: Any) -> int | None:
+    """Positions the model reads (max_position_embeddings), or None if it does not say."""
+    n = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return int(n) if isinstance(n, int) and n > 0 else None
+
+
 @dataclass
 class _Row:
     """One sample being generated: its prompt, its sampler and the steps written so far."""
@@ -207,6 +217,7 @@ class _Row:
     max_steps: int  # 1 unless to_end
     delimiter: str
     generator: torch.Generator | None
+    room: int | None = None  # tokens left in the model's context (None: no limit known)
     steps: list[GeneratedStep] = field(default_factory=list)
     step_ids: list[int] = field(default_factory=list)  # tokens of the step being written
     carry: str = ""  # text after a delimiter inside one token, starts the next step
@@ -225,6 +236,7 @@ class HFPolicy:
         self.name = name
         self.eos_ids = _eos_ids(tokenizer, model)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_ids)
+        self.context = context_length(model)
         self._lock = threading.Lock()  # one batch on the model at a time
 
     @classmethod
@@ -254,6 +266,10 @@ class HFPolicy:
             raise ValueError(f"bad step request: n={req.n}, max_step_tokens={req.max_step_tokens}, max_steps={req.max_steps}")
         text = render_prompt(self.tokenizer, req.problem, req.steps, req.delimiter)
         prompt = self.tokenizer(text, add_special_tokens=not getattr(self.tokenizer, "chat_template", None)).input_ids
+        if self.context is not None and len(prompt) >= self.context:
+            # Checked before any tensor is built: a 1 MB problem once asked for a 1.1 TB mask.
+            raise PromptTooLong(f"the prompt is {len(prompt)} tokens; the policy reads at most {self.context}")
+        room = None if self.context is None else self.context - len(prompt)
         base = req.seed if req.seed is not None else random.randrange(2**62)
         rows = []
         for k in range(req.n):
@@ -262,7 +278,8 @@ class HFPolicy:
                 gen = torch.Generator(device=self.device)
                 gen.manual_seed((base * 1_000_003 + k) % 2**63)
             rows.append(
-                _Row(index, prompt, req.temperature, req.top_p, req.max_step_tokens, req.max_steps if req.to_end else 1, req.delimiter, gen)
+                _Row(index, prompt, req.temperature, req.top_p, req.max_step_tokens, req.max_steps if req.to_end else 1,
+                     req.delimiter, gen, room)
             )
         return rows
 
@@ -304,6 +321,8 @@ class HFPolicy:
 
     def _advance(self, row: _Row, tok: int) -> None:
         row.step_ids.append(tok)
+        if row.room is not None:
+            row.room -= 1
         if tok in self.eos_ids:
             row.end_step(self._decode(row.step_ids[:-1]), finished=True)
             return
@@ -315,6 +334,10 @@ class HFPolicy:
             row.end_step(step, finished=_has_answer(step), rest=rest)
         elif len(row.step_ids) >= row.max_step_tokens:
             row.end_step(text, finished=_has_answer(full))
+        if row.room is not None and row.room <= 0 and not row.done:  # the context is full: the solution ends here
+            if row.step_ids:
+                row.end_step(self._decode(row.step_ids), finished=_has_answer(row.carry + self._decode(row.step_ids)))
+            row.done = True
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
@@ -351,6 +374,7 @@ class HFReward:
         if conv.style == "math-shepherd":
             self.label_ids = [int(conv.good_token_id), int(conv.bad_token_id)]  # type: ignore[arg-type]
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.context = context_length(model)
         self._lock = threading.Lock()
 
     @classmethod
@@ -388,6 +412,10 @@ class HFReward:
             return self._score(requests)
 
     def _batch(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.context is not None:
+            for s in seqs:
+                if len(s) > self.context:
+                    raise PromptTooLong(f"the PRM input is {len(s)} tokens; the PRM reads at most {self.context}")
         width = max(len(s) for s in seqs)
         ids = torch.tensor([s + [self.pad_id] * (width - len(s)) for s in seqs], device=self.device)
         mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=self.device)

@@ -59,3 +59,25 @@ async def test_split_finds_each_bad_request():
             assert o == [2 * i]
     with pytest.raises(ValueError):
         await b.submit([5])
+
+
+async def test_a_problem_longer_than_the_shipped_models_context_fails_alone():
+    """The shipped hf models read 512 positions: a longer problem is refused before any tensor
+    is built (a 1 MB problem once asked for a 1.1 TB attention mask), as its own error record,
+    and the problems batched with it neither fail nor get padded to its length."""
+    import time
+
+    from ponder.actors.factory import build_policy, build_reward
+
+    cfg = PonderConfig.from_dict({"cluster": {"address": "inprocess"}, "scheduler": {"batch_window_ms": 50}})
+    r = Runner(build_policy(cfg.policy), build_reward(cfg.reward), cfg)
+    good = load_problems("arith:3:seed=1")
+    huge = Problem(id="huge", problem="Compute " + " + ".join(["1"] * 250_000) + ".", answer="250000")
+    t0 = time.perf_counter()
+    results = await asyncio.gather(*(r.solve(p, "greedy", "n=1") for p in [good[0], huge, *good[1:]]))
+    wall = time.perf_counter() - t0
+    by_id = {res.problem_id: res for res in results}
+    assert by_id["huge"].stop_reason == "error"
+    assert "reads at most 512" in by_id["huge"].meta["error"] and "\n" not in by_id["huge"].meta["error"]
+    assert all(by_id[p.id].stop_reason != "error" and by_id[p.id].answer is not None for p in good)
+    assert wall < 60  # measured ~2 s; padding to the huge prompt would not finish at all
