@@ -205,6 +205,14 @@ def context_length(model: Any) -> int | None:
     return int(n) if isinstance(n, int) and n > 0 else None
 
 
+def cache_keyword(model: Any) -> str:
+    """The KV-cache argument of `model.forward`: `cache` from transformers 5.x (where
+    `past_key_values` is deprecated, to be removed in 5.40), `past_key_values` before."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 @dataclass
 class _Row:
     """One sample being generated: its prompt, its sampler and the steps written so far."""
@@ -237,6 +245,7 @@ class HFPolicy:
         self.eos_ids = _eos_ids(tokenizer, model)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_ids)
         self.context = context_length(model)
+        self._cache_kw = cache_keyword(model)
         self._lock = threading.Lock()  # one batch on the model at a time
 
     @classmethod
@@ -295,8 +304,9 @@ class HFPolicy:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = None
         while True:
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
-            cache = out.past_key_values
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                             **{self._cache_kw: cache})
+            cache = getattr(out, self._cache_kw)
             logits = out.logits[:, -1, :].float()
             next_ids = [self._sample(r, logits[i]) if not r.done else self.pad_id for i, r in enumerate(rows)]
             for r, tok in zip(rows, next_ids):

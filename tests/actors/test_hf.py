@@ -242,3 +242,21 @@ def test_implicit_prm_config_errors(model_dir, tmp_path):
     (tmp_path / PRM_CONFIG_FILE).write_text(json.dumps({"style": "implicit", "reference": str(model_dir), "beta": 2}))
     conv = load_prm_convention(tmp_path, tok)
     assert (conv.style, conv.reference, conv.beta) == ("implicit", str(model_dir), 2.0)
+
+
+def test_generation_uses_no_deprecated_transformers_api():
+    """transformers 5.x deprecates `past_key_values` (removed in 5.40): the engine must not warn."""
+    import asyncio
+    import warnings
+
+    from ponder.actors.engine import StepRequest
+    from ponder.actors.hf import HFPolicy
+    from ponder.config import MODELS_DIR, EngineConfig
+
+    policy = HFPolicy.from_config(EngineConfig(kind="hf", path=str(MODELS_DIR / "arith-policy"), device="cpu"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        warnings.simplefilter("error", DeprecationWarning)
+        out = asyncio.run(policy.generate([StepRequest(problem="Compute (3 + 4) * 2.", steps=[], n=2, temperature=0.8,
+                                                       max_step_tokens=16, seed=1)]))
+    assert len(out[0]) == 2 and all(steps for steps in out[0])
