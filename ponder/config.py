@@ -194,6 +194,187 @@ class JobsConfig:
             raise ConfigError(f"jobs.redis_url must be a redis://, rediss:// or unix:// URL, got {self.redis_url!r}")
 
 
+_DNS1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+_QUANTITY = re.compile(r"\d+(\.\d+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?")
+
+
+def quantity_value(q: str) -> float:
+    """A Kubernetes quantity ("500m", "4", "16Gi") as a number."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([a-zA-Z]*)", str(q))
+    if not m:
+        raise ConfigError(f"{q!r} is not a Kubernetes quantity (e.g. 500m, 4, 16Gi)")
+    scale = {"": 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+             "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+    return float(m.group(1)) * scale[m.group(2)]
+
+
+@dataclass
+class DeployGroup:
+    """One KubeRay worker group (and cluster-launcher node type) that hosts one pool's replicas,
+    or the head group. Pool sizes come from `cluster.*_replicas`, never from here."""
+
+    gpus: int = 0  # nvidia.com/gpu per pod; more than 0 needs a node_selector for the GPU nodes
+    cpu: str = "2"  # the pod's CPU request and limit (a Kubernetes quantity); Ray's CPUs on it
+    memory: str = "8Gi"  # the pod's memory request and limit
+    replicas_per_pod: int = 1  # pool replicas one pod hosts (its custom resource is this many units)
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = field(default_factory=list)
+    instance_type: str = "m5.xlarge"  # cluster launcher on AWS: the EC2 instance type
+    node_config: dict[str, Any] = field(default_factory=dict)  # cluster launcher: replaces the AWS node_config
+
+    def validate(self, where: str) -> None:
+        if not isinstance(self.gpus, int) or self.gpus < 0:
+            raise ConfigError(f"{where}.gpus must be a whole number of GPUs (0 or more), got {self.gpus!r}")
+        if self.gpus and not self.node_selector:
+            raise ConfigError(f"{where}.gpus is {self.gpus} but {where}.node_selector is empty: GPU pods need a "
+                              "node selector for the GPU nodes (e.g. {nvidia.com/gpu.present: 'true'})")
+        for name in ("cpu", "memory"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not _QUANTITY.fullmatch(value) or quantity_value(value) <= 0:
+                raise ConfigError(f"{where}.{name} must be a positive Kubernetes quantity such as 4, 500m or 16Gi "
+                                  f"(quoted), got {value!r}")
+        if not isinstance(self.replicas_per_pod, int) or self.replicas_per_pod < 1:
+            raise ConfigError(f"{where}.replicas_per_pod must be at least 1, got {self.replicas_per_pod!r}")
+        if not isinstance(self.node_selector, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in self.node_selector.items()):
+            raise ConfigError(f"{where}.node_selector must map label names to (quoted) string values")
+        if not isinstance(self.tolerations, list) or not all(isinstance(t, dict) for t in self.tolerations):
+            raise ConfigError(f"{where}.tolerations must be a list of Kubernetes tolerations (mappings)")
+
+
+@dataclass
+class DeployJob:
+    """The KubeRay RayJob: one evaluation job through the job core, on a cluster of its own that
+    a deletion rule removes when the job ends (the records stay in Redis)."""
+
+    name: str = "eval"  # the RayJob is `<deploy.name>-<name>`
+    dataset: str = "arith:200"  # as for `ponder submit` (a path on the head pod, arith:N, hf:NAME)
+    strategies: list[str] = field(default_factory=list)  # empty: [search.strategy]
+    budgets: list[str] = field(default_factory=list)  # empty: [search.budget]
+    job_budget: str | None = None  # the whole job's compute (`ponder submit --job-budget`)
+    ttl_s: int = 60  # its cluster is deleted this long after the job succeeded
+    failed_ttl_s: int = 3600  # ... or failed (time to look at the logs)
+    active_deadline_s: int | None = None  # fail the RayJob after this long
+
+    def validate(self) -> None:
+        if not isinstance(self.name, str) or not _DNS1035.fullmatch(self.name):
+            raise ConfigError(f"deploy.job.name must be a DNS-1035 label (lowercase letters, digits, '-'), got {self.name!r}")
+        if not isinstance(self.dataset, str) or not self.dataset:
+            raise ConfigError("deploy.job.dataset must name the dataset to evaluate (e.g. arith:200)")
+        for name in ("strategies", "budgets"):
+            if not isinstance(getattr(self, name), list):
+                raise ConfigError(f"deploy.job.{name} must be a list")
+        for name in ("ttl_s", "failed_ttl_s"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ConfigError(f"deploy.job.{name} must be a whole number of seconds, 0 or more")
+        if self.active_deadline_s is not None and (not isinstance(self.active_deadline_s, int) or self.active_deadline_s < 1):
+            raise ConfigError("deploy.job.active_deadline_s must be a positive whole number of seconds")
+
+
+def _default_launcher_provider() -> dict[str, Any]:
+    return {"type": "aws", "region": "us-west-2"}
+
+
+@dataclass
+class DeployConfig:
+    """How `ponder deploy render` turns this config into KubeRay manifests and a Ray cluster
+    launcher config. Pool sizes, models, engines, budgets and custom resources are the other
+    sections' (cluster.*, policy, reward, search); this one only says where and how they run."""
+
+    name: str = "ponder"  # the RayService's name and the prefix of every object
+    namespace: str = "ponder"  # the Kubernetes namespace
+    image: str = "ponder:0.1.0"  # the container image (see the Dockerfile; the `vllm` extra for GPU engines)
+    image_pull_policy: str = "IfNotPresent"
+    ray_version: str = "2.60.0"  # the Ray in the image (the Dockerfile's base)
+    auth: bool = True  # bearer-token auth on the HTTP service: the key is $PONDER_API_KEY from the Secret
+    api_key_secret: str | None = "ponder-api-key"  # the Secret holding the API key (create it; see k8s/README.md)
+    api_key_secret_key: str = "api-key"  # its key
+    api_key_value: str | None = None  # dev only: render the Secret with this (not secret) key
+    service_type: str = "ClusterIP"  # the HTTP Service: ClusterIP | NodePort | LoadBalancer
+    head: DeployGroup = field(default_factory=lambda: DeployGroup(cpu="2", memory="8Gi", instance_type="m5.2xlarge"))
+    policy: DeployGroup = field(default_factory=DeployGroup)  # worker group `policy`: the policy pool
+    prm: DeployGroup = field(default_factory=DeployGroup)  # worker group `prm`: the reward pool
+    idle_timeout_s: int = 60  # the Ray autoscaler removes a node idle this long
+    upgrade_strategy: str = "NewCluster"  # RayService: NewCluster (blue/green) | NewClusterWithIncrementalUpgrade | None
+    gateway_class: str | None = None  # NewClusterWithIncrementalUpgrade: the Gateway API class
+    # The job store when jobs.redis_url is unset: a Redis StatefulSet with AOF on a PVC.
+    redis_image: str = "redis:7.4"
+    redis_storage: str = "10Gi"
+    redis_storage_class: str | None = None  # None: the cluster's default StorageClass
+    redis_cpu: str = "1"
+    redis_memory: str = "2Gi"
+    gcs_fault_tolerance: bool = True  # RayService: GCS state in Redis, so a head restart keeps the workers
+    gcs_redis_address: str | None = None  # host:port for GCS; None: the job store's Redis
+    models_pvc: str | None = None  # a PVC with the model weights, mounted read-only on the workers
+    models_mount: str = "/models"
+    monitoring: bool = False  # a ServiceMonitor (GET /metrics) and a PodMonitor (Ray's metrics); prometheus-operator
+    job: DeployJob = field(default_factory=DeployJob)
+    # Ray cluster launcher (cluster.yaml): the provider section as Ray wants it, the SSH user, extra
+    # setup commands after ponder is installed (e.g. fetching model weights), the boot disk.
+    launcher_provider: dict[str, Any] = field(default_factory=_default_launcher_provider)
+    launcher_ssh_user: str = "ubuntu"
+    launcher_setup_commands: list[str] = field(default_factory=list)
+    launcher_disk_gb: int = 200
+
+    def validate(self) -> None:
+        if not isinstance(self.name, str) or not _DNS1035.fullmatch(self.name) or len(self.name) > 40:
+            raise ConfigError(f"deploy.name must be a DNS-1035 label of at most 40 characters, got {self.name!r}")
+        if not isinstance(self.namespace, str) or not _DNS1035.fullmatch(self.namespace) or len(self.namespace) > 63:
+            raise ConfigError(f"deploy.namespace must be a DNS label (lowercase letters, digits, '-'), got {self.namespace!r}")
+        if len(f"{self.name}-{self.job.name}") > 47:
+            raise ConfigError(f"the RayJob name {self.name}-{self.job.name} is longer than KubeRay's 47 characters")
+        if not self.image or not isinstance(self.image, str):
+            raise ConfigError("deploy.image must name the container image")
+        if self.image_pull_policy not in ("Always", "IfNotPresent", "Never"):
+            raise ConfigError(f"deploy.image_pull_policy must be Always, IfNotPresent or Never, got {self.image_pull_policy!r}")
+        if self.auth and not self.api_key_secret:
+            raise ConfigError("deploy.auth is on but deploy.api_key_secret is not set: name the Secret that holds "
+                              "the API key (or set deploy.auth: false)")
+        for name in ("api_key_secret", "models_pvc", "redis_storage_class"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", value)):
+                raise ConfigError(f"deploy.{name} must be a Kubernetes object name, got {value!r}")
+        if not isinstance(self.api_key_secret_key, str) or not re.fullmatch(r"[-._a-zA-Z0-9]+", self.api_key_secret_key):
+            raise ConfigError(f"deploy.api_key_secret_key must be a Secret key, got {self.api_key_secret_key!r}")
+        if self.api_key_value is not None:
+            if not self.auth or not self.api_key_secret:
+                raise ConfigError("deploy.api_key_value needs deploy.auth on and deploy.api_key_secret set")
+            if not isinstance(self.api_key_value, str) or len(self.api_key_value) < 16:
+                raise ConfigError("deploy.api_key_value must be a string of 16 or more characters")
+        if self.service_type not in ("ClusterIP", "NodePort", "LoadBalancer"):
+            raise ConfigError(f"deploy.service_type must be ClusterIP, NodePort or LoadBalancer, got {self.service_type!r}")
+        self.head.validate("deploy.head")
+        if self.head.gpus:
+            raise ConfigError("deploy.head.gpus must be 0: the head group runs no replicas")
+        self.policy.validate("deploy.policy")
+        self.prm.validate("deploy.prm")
+        if not isinstance(self.idle_timeout_s, int) or self.idle_timeout_s < 0:
+            raise ConfigError("deploy.idle_timeout_s must be a whole number of seconds, 0 or more")
+        strategies = ("NewCluster", "NewClusterWithIncrementalUpgrade", "None")
+        if self.upgrade_strategy not in strategies:
+            raise ConfigError(f"deploy.upgrade_strategy must be one of {', '.join(strategies)}, got {self.upgrade_strategy!r}")
+        if self.upgrade_strategy == "NewClusterWithIncrementalUpgrade" and not self.gateway_class:
+            raise ConfigError("deploy.upgrade_strategy NewClusterWithIncrementalUpgrade needs deploy.gateway_class "
+                              "(a Gateway API GatewayClass)")
+        for name in ("redis_storage", "redis_cpu", "redis_memory"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not _QUANTITY.fullmatch(value) or quantity_value(value) <= 0:
+                raise ConfigError(f"deploy.{name} must be a positive Kubernetes quantity (quoted), got {value!r}")
+        if self.gcs_redis_address is not None and not re.fullmatch(r"[^\s:/]+:\d+", str(self.gcs_redis_address)):
+            raise ConfigError(f"deploy.gcs_redis_address must be host:port, got {self.gcs_redis_address!r}")
+        if not isinstance(self.models_mount, str) or not self.models_mount.startswith("/"):
+            raise ConfigError(f"deploy.models_mount must be an absolute path, got {self.models_mount!r}")
+        self.job.validate()
+        if not isinstance(self.launcher_provider, dict) or not self.launcher_provider.get("type"):
+            raise ConfigError("deploy.launcher_provider must be a Ray cluster-launcher provider mapping with a type "
+                              "(e.g. {type: aws, region: us-west-2})")
+        if not isinstance(self.launcher_setup_commands, list) or not all(
+                isinstance(c, str) for c in self.launcher_setup_commands):
+            raise ConfigError("deploy.launcher_setup_commands must be a list of shell commands")
+        if not isinstance(self.launcher_disk_gb, int) or self.launcher_disk_gb < 8:
+            raise ConfigError("deploy.launcher_disk_gb must be at least 8")
+
+
 def default_policy() -> EngineConfig:
     return EngineConfig(kind="hf", path=str(MODELS_DIR / "arith-policy"))
 
@@ -211,6 +392,7 @@ class PonderConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     jobs: JobsConfig = field(default_factory=JobsConfig)
+    deploy: DeployConfig = field(default_factory=DeployConfig)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PonderConfig:
@@ -218,6 +400,7 @@ class PonderConfig:
         config.cluster.validate()
         config.jobs.validate()
         config.api.validate()
+        config.deploy.validate()
         return config
 
     @classmethod

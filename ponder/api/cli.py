@@ -613,6 +613,25 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 CALIBRATE_STRATEGIES = ("best_of_n", "beam_search", "dvts")
 
 
+def cmd_deploy_render(args: argparse.Namespace) -> int:
+    from ponder.deploy import render, write
+
+    config = load_config(args)
+    try:
+        files = render(config, args.target, source=args.config)
+    except ConfigError as e:
+        raise CliError(_one_line(e), USAGE) from None
+    try:
+        written = write(files, Path(args.out))
+    except OSError as e:
+        raise CliError(f"cannot write under {args.out}: {e.strerror or e}") from None
+    for path in written:
+        print(path, file=sys.stderr)
+    print(f"ponder: rendered {len(written)} file(s) for {', '.join(dict.fromkeys(args.target))} into {args.out}",
+          file=sys.stderr)
+    return 0
+
+
 def cmd_strategies(args: argparse.Namespace) -> int:
     load_strategies()
     for name in registry.names():
@@ -785,6 +804,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_positive_int, metavar="K", help="only the first K problems")
     _add_config_flags(p)
     p.set_defaults(func=cmd_calibrate)
+
+    deploy = sub.add_parser("deploy", help="render the config into KubeRay manifests or a Ray cluster launcher config")
+    dsub = deploy.add_subparsers(dest="deploy_command", metavar="ACTION")
+    dsub.required = True
+    p = dsub.add_parser("render", help="write the manifests of one or more targets into a folder")
+    p.add_argument("--config", required=True, metavar="FILE", help="YAML config file (with a deploy section)")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="config override (repeatable)")
+    p.add_argument("--target", action="append", required=True, choices=["rayservice", "rayjob", "cluster-launcher"],
+                   help="what to render (repeatable)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write into (created if missing)")
+    p.set_defaults(func=cmd_deploy_render)
 
     p = sub.add_parser("strategies", help="list strategies and their parameters")
     p.set_defaults(func=cmd_strategies)
