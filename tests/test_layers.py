@@ -15,6 +15,9 @@ FORBIDDEN = {
     "ponder.actors": ["redis", "fastapi", "ponder.scheduler", "ponder.jobs", "ponder.api"],
     "ponder.scheduler": ["redis", "fastapi", "torch", "transformers", "vllm", "ponder.jobs", "ponder.api"],
     "ponder.jobs": ["fastapi", "torch", "transformers", "vllm", "ponder.api", "ponder.actors"],
+    # Rendering manifests needs the config and the strategy names, nothing that runs searches.
+    "ponder.deploy": ["ray", "torch", "transformers", "vllm", "redis", "fastapi", "ponder.actors",
+                      "ponder.scheduler", "ponder.jobs", "ponder.api", "ponder.tasks"],
 }
 
 # Allowed on purpose: training the shipped PRM reads its q values through the hf engine, the
