@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,10 @@ class EngineConfig:
     max_batch: int = 64  # requests per engine call
     options: dict[str, Any] = field(default_factory=dict)  # engine-specific settings
 
+    def validate(self, where: str) -> None:
+        # The kind is checked by the engine factory, where engines register.
+        _at_least(f"{where}.max_batch", self.max_batch, 1)
+
 
 @dataclass
 class SearchConfig:
@@ -40,6 +46,12 @@ class SearchConfig:
     max_steps: int = 16
     seed: int = 0
     params: dict[str, Any] = field(default_factory=dict)  # strategy config fields
+
+    def validate(self) -> None:
+        _finite("search.temperature", self.temperature, 0.0)
+        _at_least("search.max_step_tokens", self.max_step_tokens, 1)
+        _at_least("search.max_steps", self.max_steps, 1)
+        Budget.parse(self.budget)  # a bad default budget fails here, once
 
 
 @dataclass
@@ -56,8 +68,32 @@ class SchedulerConfig:
     # no bound in-process.
     max_inflight_calls: int | None = None
 
+    def validate(self) -> None:
+        _finite("scheduler.batch_window_ms", self.batch_window_ms, 0.0, hi=60_000.0)
+        _at_least("scheduler.max_batch", self.max_batch, 1)
+        _at_least("scheduler.max_concurrent_searches", self.max_concurrent_searches, 1)
+        _finite("scheduler.prm_cost_ratio", self.prm_cost_ratio, 0.0)
+        _at_least("scheduler.probe_samples", self.probe_samples, 1)
+        if self.max_inflight_calls is not None:
+            _at_least("scheduler.max_inflight_calls", self.max_inflight_calls, 1)
+        if self.job_budget is not None and Budget.parse(self.job_budget).n is not None:
+            raise ConfigError("scheduler.job_budget is a token total (e.g. 2m), not a width")
+        if self.allocation_table is not None and not Path(self.allocation_table).is_file():
+            raise ConfigError(f"scheduler.allocation_table: file not found: {self.allocation_table}")
+
 
 IN_PROCESS = "inprocess"  # cluster.address for no Ray at all
+
+
+def _at_least(name: str, value: int, lo: int) -> None:
+    if value < lo:
+        raise ConfigError(f"{name} must be at least {lo}, got {value}")
+
+
+def _finite(name: str, value: float, lo: float, hi: float = math.inf) -> None:
+    if not (math.isfinite(value) and lo <= value <= hi):
+        bound = f"between {lo:g} and {hi:g}" if math.isfinite(hi) else f"a finite number >= {lo:g}"
+        raise ConfigError(f"{name} must be {bound}, got {value}")
 
 
 @dataclass
@@ -397,6 +433,11 @@ class PonderConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PonderConfig:
         config = _build(cls, data or {}, "")
+        check_types(config)
+        config.policy.validate("policy")
+        config.reward.validate("reward")
+        config.search.validate()
+        config.scheduler.validate()
         config.cluster.validate()
         config.jobs.validate()
         config.api.validate()
@@ -444,6 +485,37 @@ def _build(cls: type, data: dict[str, Any], where: str, base: Any = None):
     return dataclasses.replace(obj, **kwargs)
 
 
+def check_types(obj: Any, where: str = "") -> None:
+    """Scalar config values must have their field's type: `search.temperature=hot` is a config
+    error now, not a failure of every search later."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value, name = getattr(obj, f.name), f"{where}{f.name}"
+        if dataclasses.is_dataclass(value):
+            check_types(value, name + ".")
+            continue
+        allowed = _scalar_types(hints.get(f.name))
+        if allowed is None or (value is None and type(None) in allowed):
+            continue
+        if float in allowed and type(value) is int:
+            continue
+        if type(value) not in allowed:
+            want = " or ".join(t.__name__ for t in allowed if t is not type(None))
+            raise ConfigError(f"config {name} must be {want}, got {value!r}")
+
+
+def _scalar_types(hint: Any) -> tuple[type, ...] | None:
+    """The plain types a field accepts, or None when it is not a simple scalar/mapping field."""
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    out = []
+    for a in args:
+        a = typing.get_origin(a) or a
+        if a not in (int, float, str, bool, dict, list, type(None)):
+            return None
+        out.append(a)
+    return tuple(out)
+
+
 def _set_path(data: dict[str, Any], item: str) -> None:
     if "=" not in item:
         raise ConfigError(f"override {item!r} must look like section.key=value")
@@ -456,6 +528,9 @@ def _set_path(data: dict[str, Any], item: str) -> None:
         if not isinstance(node, dict):
             raise ConfigError(f"override {item!r}: '{part}' is not a section")
     node[parts[-1]] = value
+
+
+MAX_WIDTH = 100_000
 
 
 @dataclass(frozen=True)
@@ -476,6 +551,8 @@ class Budget:
                 n = int(m.group(1))
                 if n <= 0:
                     raise ConfigError(f"budget width must be positive, got {part!r}")
+                if n > MAX_WIDTH:  # a search holds n trajectories in memory: 10^9 only grows until killed
+                    raise ConfigError(f"budget width n={n} is more than a search can hold (at most n={MAX_WIDTH})")
                 continue
             m = re.fullmatch(r"(?:tokens=)?(-?\d+(?:\.\d+)?)([kKmM]?)", part)
             if not m:

@@ -76,3 +76,38 @@ def test_bad_budget(spec):
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_config_files_load_and_type_check(path):
     check_types(PonderConfig.load(path))
+
+
+BAD_SETTINGS = {
+    "width beyond any machine": (["search.budget=n=1000000000"], "at most n="),
+    "zero max_batch": (["scheduler.max_batch=0"], "scheduler.max_batch"),
+    "negative max_batch": (["scheduler.max_batch=-1"], "scheduler.max_batch"),
+    "infinite batch window": (["scheduler.batch_window_ms=.inf"], "scheduler.batch_window_ms"),
+    "zero concurrency": (["scheduler.max_concurrent_searches=0"], "max_concurrent_searches"),
+    "nan temperature": (["search.temperature=.nan"], "search.temperature"),
+    "negative temperature": (["search.temperature=-1"], "search.temperature"),
+    "zero max_steps": (["search.max_steps=0"], "search.max_steps"),
+    "zero max_step_tokens": (["search.max_step_tokens=0"], "search.max_step_tokens"),
+    "negative prm cost": (["scheduler.prm_cost_ratio=-1"], "prm_cost_ratio"),
+    "missing allocation table": (["scheduler.allocation_table=/nonexistent/table.yaml"], "not found"),
+    "zero engine batch": (["policy.max_batch=0"], "policy.max_batch"),
+    "zero probe samples": (["scheduler.probe_samples=0"], "probe_samples"),
+    "string for a number": (["scheduler.max_batch=lots"], "scheduler.max_batch"),
+}
+
+
+@pytest.mark.parametrize("overrides,needle", BAD_SETTINGS.values(), ids=BAD_SETTINGS.keys())
+def test_bad_settings_fail_at_load_with_one_line(overrides, needle):
+    with pytest.raises(ConfigError) as e:
+        PonderConfig.load(None, overrides)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_strategy_parameters_of_the_wrong_type_are_refused_up_front():
+    from ponder.search import registry
+
+    with pytest.raises(ValueError, match="beam_width.*integer"):
+        registry.get("beam_search").make_config({"beam_width": 2.0}, n=8)
+    with pytest.raises(ValueError, match="integer"):
+        registry.get("best_of_n").make_config({"round_size": True}, n=8)
+    assert registry.get("beam_search").make_config({"beam_width": 2}, n=8).beam_width == 2

@@ -16,8 +16,6 @@ import json
 import os
 import sys
 import time
-import types
-import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -38,7 +36,7 @@ from ponder.jobs.store import (
     open_store,
     record_key,
 )
-from ponder.config import Budget, ConfigError, PonderConfig
+from ponder.config import Budget, ConfigError, PonderConfig, check_types  # noqa: F401  (check_types: re-exported)
 from ponder.search import registry
 from ponder.search.types import Problem, SearchResult
 
@@ -77,39 +75,7 @@ def load_config(args: argparse.Namespace) -> PonderConfig:
         raise CliError(f"bad config: {_one_line(e)}", USAGE) from None
     if getattr(args, "address", None):
         config.cluster.address = args.address
-    check_types(config)
     return config
-
-
-def check_types(obj: Any, where: str = "") -> None:
-    """Scalar config values must have their field's type: `search.temperature=hot` is a usage
-    error now, not a failure of every search later. (PonderConfig itself does not check.)"""
-    hints = typing.get_type_hints(type(obj))
-    for f in dataclasses.fields(obj):
-        value, name = getattr(obj, f.name), f"{where}{f.name}"
-        if dataclasses.is_dataclass(value):
-            check_types(value, name + ".")
-            continue
-        allowed = _scalar_types(hints.get(f.name))
-        if allowed is None or (value is None and type(None) in allowed):
-            continue
-        if float in allowed and type(value) is int:
-            continue
-        if type(value) not in allowed:
-            want = " or ".join(t.__name__ for t in allowed if t is not type(None))
-            raise CliError(f"config {name} must be {want}, got {value!r}", USAGE)
-
-
-def _scalar_types(hint: Any) -> tuple[type, ...] | None:
-    """The plain types a field accepts, or None when it is not a simple scalar/mapping field."""
-    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
-    out = []
-    for a in args:
-        a = typing.get_origin(a) or a
-        if a not in (int, float, str, bool, dict, list, type(None)):
-            return None
-        out.append(a)
-    return tuple(out)
 
 
 def _spec_call(fn: Any, *args: Any) -> Any:

@@ -7,6 +7,8 @@ like `n=16` sets; a token budget is enforced by the context.
 from __future__ import annotations
 
 import dataclasses
+import math
+import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +37,15 @@ class Strategy:
         unknown = sorted(set(params) - known)
         if unknown:
             raise ValueError(f"strategy {self.name!r} has no parameter {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        hints = typing.get_type_hints(self.config_cls)
+        for key, value in params.items():
+            want = hints.get(key)
+            if want is int and (type(value) is not int):  # beam_width=2.0 would fail every search later
+                raise ValueError(f"strategy {self.name!r}: parameter {key!r} must be an integer, got {value!r}")
+            if want is float and (type(value) not in (int, float) or not math.isfinite(value)):
+                raise ValueError(f"strategy {self.name!r}: parameter {key!r} must be a finite number, got {value!r}")
+            if want is str and type(value) is not str:
+                raise ValueError(f"strategy {self.name!r}: parameter {key!r} must be a string, got {value!r}")
         cfg = self.config_cls(**params)
         validate = getattr(cfg, "validate", None)
         if validate:
