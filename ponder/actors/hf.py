@@ -168,7 +168,11 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 def _load(cfg: EngineConfig, role: str) -> tuple[Any, Any, str]:
     """(tokenizer, model, device) from a local model directory; bad input -> ConfigError."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    # Loading bars and notices would print into ponder's own progress bar (and every replica's log).
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
     if not cfg.path:
         raise ConfigError(f"hf {role} needs a model directory (path)")
     path = Path(cfg.path)

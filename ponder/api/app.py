@@ -32,6 +32,7 @@ from ponder.api.requests import (
 from ponder.config import PonderConfig
 from ponder.jobs.records import chosen_rewards, one_line
 from ponder.search.types import Problem, SearchResult
+from ponder.tasks.forms import prepare
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
           413: "invalid_request_error", 429: "rate_limit_error", 503: "service_unavailable"}
@@ -78,7 +79,7 @@ def sse(event: str, data: dict[str, Any]) -> str:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-def solve_response(result: dict[str, Any]) -> dict[str, Any]:
+def solve_response(result: dict[str, Any], notice: str | None = None) -> dict[str, Any]:
     r = SearchResult.from_dict(result)
     meta = {k: v for k, v in r.meta.items() if k not in ("traceback", "search_id", "tenant")}
     return {
@@ -95,6 +96,7 @@ def solve_response(result: dict[str, Any]) -> dict[str, Any]:
         "queued_s": meta.pop("queued_s", 0.0),
         "correct": r.correct,
         "error": meta.pop("error", None),
+        "notice": notice,  # e.g. the problem was rewritten into the form the model reads
         "meta": meta,
     }
 
@@ -108,6 +110,10 @@ class Ingress:
         self.names = (scheduler, owner)
         self.tokens = tokens if tokens is not None else load_tokens(self.config.api)
         self.redis_url = redis_url
+        from ponder.tasks.forms import problem_form
+
+        # A model that reads one problem form (the shipped arithmetic models) gets user text in it.
+        self.form = problem_form(self.config.policy.path) if self.config.policy.kind == "hf" else None
         self._runner: Any = None
         self._connecting: asyncio.Lock | None = None
         self._jobs: Any = None
@@ -167,11 +173,13 @@ class Ingress:
         task.add_done_callback(self._background.discard)
 
     async def open_search(self, tenant: str, problem: Problem, strategy: str, budget: Any, params: dict[str, Any],
-                          priority: int, deadline_s: float | None, search_id: str) -> tuple[dict[str, Any], AsyncIterator]:
-        """Start the search; its first event says whether it was admitted (else `Rejected`)."""
+                          priority: int, deadline_s: float | None, search_id: str,
+                          progress: bool) -> tuple[dict[str, Any], AsyncIterator]:
+        """Start the search; its first event says whether it was admitted (else `Rejected`).
+        Progress events cross Ray only for a client that streams them."""
         runner = await self.runner()
         events = runner.stream(problem, strategy, budget, params, search_id=search_id, tenant=tenant,
-                               priority=priority, deadline_s=deadline_s).__aiter__()
+                               priority=priority, deadline_s=deadline_s, progress=progress).__aiter__()
         first = await events.__anext__()
         if first["event"] == "rejected":
             raise Rejected(first["reason"], first["retry_after_s"])
@@ -227,23 +235,26 @@ class Ingress:
                             body.priority)
         sid = uuid.uuid4().hex
         answer = None if body.answer is None else str(body.answer)
-        problem = Problem(id=body.id or sid, problem=args.problem, answer=answer)
+        prepared = prepare(args.problem, self.form)
+        problem = Problem(id=body.id or sid, problem=prepared.text, answer=answer)
         first, events = await self.open_search(tenant, problem, args.strategy, args.budget, args.params,
-                                               args.priority, args.deadline_s, sid)
+                                               args.priority, args.deadline_s, sid, body.stream)
         if body.stream:
-            return StreamingResponse(self.solve_events(first, events, sid, t0), media_type="text/event-stream",
+            return StreamingResponse(self.solve_events(first, events, sid, t0, prepared.notice),
+                                     media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         result = await self.result_of(events, sid)
-        return JSONResponse(solve_response(result))
+        return JSONResponse(solve_response(result, prepared.notice))
 
-    async def solve_events(self, first: dict[str, Any], events: AsyncIterator, sid: str, t0: float) -> AsyncIterator[str]:
+    async def solve_events(self, first: dict[str, Any], events: AsyncIterator, sid: str, t0: float,
+                           notice: str | None) -> AsyncIterator[str]:
         finished = False
         try:
             yield sse(first["event"], first)
             async for ev in events:
                 if ev["event"] == "result":
                     finished = True
-                    yield sse("result", solve_response(ev["result"]))
+                    yield sse("result", solve_response(ev["result"], notice))
                 else:
                     yield sse(ev["event"], ev)
         except Exception as e:  # the scheduler failed mid-stream: say so in the stream
@@ -278,14 +289,16 @@ class Ingress:
         cid = f"chatcmpl-{sid}"
         # The search's randomness is keyed by the problem id: the same `seed`, the same search.
         pid = sid if body.seed is None else f"seed-{body.seed}"
-        first, events = await self.open_search(tenant, Problem(id=pid, problem=args.problem), args.strategy,
-                                               args.budget, args.params, args.priority, args.deadline_s, sid)
+        prepared = prepare(args.problem, self.form)
+        first, events = await self.open_search(tenant, Problem(id=pid, problem=prepared.text), args.strategy,
+                                               args.budget, args.params, args.priority, args.deadline_s, sid,
+                                               body.stream)
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return StreamingResponse(self.chat_chunks(events, sid, cid, body.model, include_usage, t0),
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         result = await self.result_of(events, sid)
-        return JSONResponse(oai.completion(cid, body.model, result))
+        return JSONResponse(oai.completion(cid, body.model, result, prepared.notice))
 
     async def chat_chunks(self, events: AsyncIterator, sid: str, cid: str, model: str, include_usage: bool,
                           t0: float) -> AsyncIterator[str]:

@@ -36,9 +36,9 @@ from ponder.jobs.store import (
     open_store,
     record_key,
 )
-from ponder.config import Budget, ConfigError, PonderConfig, check_types  # noqa: F401  (check_types: re-exported)
+from ponder.config import IN_PROCESS, Budget, ConfigError, PonderConfig, check_types  # noqa: F401  (check_types: re-exported)
 from ponder.search import registry
-from ponder.search.types import Problem, SearchResult
+from ponder.search.types import Candidate, Compute, Problem, SearchResult
 
 USAGE, FAILURE, INTERRUPTED = 2, 1, 130
 
@@ -174,11 +174,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         store: ResultStore = open_store(out_path) if out_path else MemoryStore()
     except StoreError as e:
         raise CliError(_one_line(e)) from None
-    runner = make_runner(config)
     for warning in store.warnings:
         print(f"ponder: warning: {warning}", file=sys.stderr)
 
-    # 2. Work out what is left to do.
+    # 2. Work out what is left to do (before any engine starts: a finished eval starts nothing).
     queue = LocalQueue(items, store, spec.max_attempts)
     total = len(queue.pending)
     print(
@@ -186,10 +185,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         + (f"; {queue.already} already in {out_path}, {total} to run" if queue.already else f"; {total} to run"),
         file=sys.stderr,
     )
+    runner = make_runner(config) if total else None
 
     # 3. Run, appending each result as it finishes.
     try:
-        asyncio.run(_run_local(runner, spec, queue, total, quiet=args.quiet))
+        if runner is not None:
+            asyncio.run(_run_local(runner, spec, queue, total, quiet=args.quiet))
     except KeyboardInterrupt:
         print(f"ponder: interrupted{_resume_hint(out_path)}", file=sys.stderr)
         return INTERRUPTED
@@ -198,7 +199,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return FAILURE
     finally:
         store.close()
-        close_runner(runner)
+        if runner is not None:
+            close_runner(runner)
 
     # 4. Summarise this run's keys (the file may hold other configs' results too).
     records = [r for r in store.records() if record_key(r) in queue.keys]
@@ -394,7 +396,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     auth = f"bearer tokens for {len(set(tokens.values()))} tenant(s)" if tokens else "no auth (loopback only)"
     print(f"ponder: serving on {base} ({auth}; replicas {health.get('replicas')})", file=sys.stderr)
     print(f"ponder: OpenAI base URL {base}/v1 ; native API POST {base}/v1/solve ; Ctrl-C stops", file=sys.stderr)
-    server.serve_until_interrupted()
+    rec = server.record(_state_dir(args, config), base, config)
+    try:
+        server.serve_until_interrupted()
+    finally:
+        rec.unlink(missing_ok=True)
     return 0
 
 
@@ -509,20 +515,64 @@ def cmd_solve(args: argparse.Namespace) -> int:
     text = args.problem.strip()
     if not text:
         raise CliError("the problem text is empty", USAGE)
-    problem = Problem(id="cli", problem=text, answer=args.reference)
-    runner = make_runner(config)
+    from ponder.tasks.forms import prepare, problem_form
 
-    try:
-        result = asyncio.run(runner.solve(problem, strategy.name, budget, params))
-    except KeyboardInterrupt:
-        print("ponder: interrupted", file=sys.stderr)
-        return INTERRUPTED
-    finally:
-        close_runner(runner)
+    prepared = prepare(text, problem_form(config.policy.path) if config.policy.kind == "hf" else None)
+    if prepared.notice:
+        print(f"ponder: {prepared.notice}", file=sys.stderr)
+    problem = Problem(id="cli", problem=prepared.text, answer=args.reference)
+    result = _solve_on_server(args, config, problem, strategy.name, budget, params)
+    if result is None:
+        if config.cluster.address == "local" and not args.address:
+            # One problem: engines in this process (no cluster to start), unless a server runs.
+            config = dataclasses.replace(config, cluster=dataclasses.replace(config.cluster, address=IN_PROCESS))
+        runner = make_runner(config)
+        try:
+            result = asyncio.run(runner.solve(problem, strategy.name, budget, params))
+        except KeyboardInterrupt:
+            print("ponder: interrupted", file=sys.stderr)
+            return INTERRUPTED
+        finally:
+            close_runner(runner)
     if result.stop_reason == "error":
         raise CliError(f"search failed: {result.meta.get('error', 'unknown error')}")
     print(format_solution(result, budget, problem))
     return 0
+
+
+def _solve_on_server(args: argparse.Namespace, config: PonderConfig, problem: Problem, strategy: str,
+                     budget: Budget, params: dict[str, Any]) -> SearchResult | None:
+    """The search on a running `ponder serve` of the same deployment, if there is one (no engine
+    to load); None otherwise. Only on the embedded default (no --address)."""
+    if args.address or config.cluster.address != "local":
+        return None
+    from ponder.api.server import find_server
+
+    url = find_server(_state_dir(args, config), config)
+    if url is None:
+        return None
+    import httpx
+
+    headers = {"Authorization": f"Bearer {os.environ['PONDER_API_KEY']}"} if os.environ.get("PONDER_API_KEY") else {}
+    body = {"problem": problem.problem, "id": problem.id, "strategy": strategy, "budget": budget.label(),
+            "params": params, "answer": problem.answer}
+    try:
+        r = httpx.post(f"{url}/v1/solve", json=body, headers=headers, timeout=None)
+    except httpx.HTTPError:
+        return None  # it went away: solve here instead
+    if r.status_code != 200:
+        raise CliError(f"the server at {url} refused the search: {r.json().get('error', {}).get('message', r.text)}")
+    print(f"ponder: solved on the running server at {url}", file=sys.stderr)
+    d = r.json()
+    trajectory = [s["step"] for s in d["path"]]
+    chosen_rewards = [s["reward"] for s in d["path"]]
+    # The response lists candidates without their steps; the chosen one is the path itself.
+    cands = [Candidate(steps=trajectory if c["rewards"] == chosen_rewards else [], rewards=c["rewards"],
+                       score=c["score"], answer=c["answer"], tokens=c["tokens"], terminal=c["finished"])
+             for c in d["candidates"]]
+    return SearchResult(problem_id=problem.id, strategy=d["strategy"], answer=d["answer"], trajectory=trajectory,
+                        candidates=cands, compute=Compute(**d["compute"]), wall_time=d["wall_time_s"],
+                        stop_reason=d["stop_reason"], correct=d["correct"], meta={"budget": d["budget"]})
 
 
 def format_solution(result: SearchResult, budget: Budget, problem: Problem) -> str:

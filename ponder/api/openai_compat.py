@@ -80,13 +80,13 @@ def usage(result: dict[str, Any]) -> dict[str, Any]:
             "cost": c.get("cost", 0.0)}
 
 
-def ponder_extension(result: dict[str, Any]) -> dict[str, Any]:
+def ponder_extension(result: dict[str, Any], notice: str | None = None) -> dict[str, Any]:
     return {"answer": result.get("answer"), "strategy": result.get("strategy"),
             "stop_reason": result.get("stop_reason"), "compute": result.get("compute"),
-            "budget": (result.get("meta") or {}).get("budget"), "correct": result.get("correct")}
+            "budget": (result.get("meta") or {}).get("budget"), "correct": result.get("correct"), "notice": notice}
 
 
-def completion(cid: str, model: str, result: dict[str, Any]) -> dict[str, Any]:
+def completion(cid: str, model: str, result: dict[str, Any], notice: str | None = None) -> dict[str, Any]:
     return {
         "id": cid,
         "object": "chat.completion",
@@ -95,7 +95,7 @@ def completion(cid: str, model: str, result: dict[str, Any]) -> dict[str, Any]:
         "choices": [{"index": 0, "message": {"role": "assistant", "content": solution_text(result)},
                      "finish_reason": finish_reason(result), "logprobs": None}],
         "usage": usage(result),
-        "ponder": ponder_extension(result),
+        "ponder": ponder_extension(result, notice),
     }
 
 

@@ -11,6 +11,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from ponder.config import PonderConfig
@@ -63,3 +64,46 @@ def serve_until_interrupted(stop: threading.Event | None = None) -> None:
             serve.delete(APP_NAME)
         except Exception:  # the cluster is already gone
             pass
+
+
+def record_path(state_dir: Path) -> Path:
+    return Path(state_dir) / "serve.json"
+
+
+def record(state_dir: Path, url: str, config: PonderConfig) -> Path:
+    """Say where this server listens, so `ponder solve` on the same machine can use it."""
+    import json
+    import os
+
+    from ponder.jobs.spec import runner_config
+    from ponder.jobs.worker import deployment_name
+
+    path = record_path(state_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"url": url, "pid": os.getpid(), "deployment": deployment_name(runner_config(config))}))
+    tmp.replace(path)
+    return path
+
+
+def find_server(state_dir: Path, config: PonderConfig) -> str | None:
+    """The URL of a running `ponder serve` of the same deployment (engines and search settings)
+    on this machine, or None."""
+    import json
+    import os
+
+    from ponder.jobs.spec import runner_config
+    from ponder.jobs.worker import deployment_name
+
+    try:
+        rec = json.loads(record_path(state_dir).read_text())
+        os.kill(int(rec["pid"]), 0)  # the server process is alive
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if rec.get("deployment") != deployment_name(runner_config(config)):
+        return None
+    try:
+        with urllib.request.urlopen(f"{rec['url']}/healthz", timeout=2) as r:
+            return rec["url"] if r.status == 200 else None
+    except OSError:
+        return None

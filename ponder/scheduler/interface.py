@@ -47,10 +47,11 @@ class SchedulerAPI(ABC):
         tenant: str = "",
         priority: int = 0,
         deadline_s: float | None = None,
+        progress: bool = True,
     ) -> AsyncIterator[dict[str, Any]]:
         """One interactive search, admitted against the serving limits, as events: `queued`,
-        `started`, `progress`..., `result` (its `SearchResult` as a dict); or `rejected` with
-        `retry_after_s`. Its engine requests go ahead of job work (`priority`: lower first); at
+        `started`, `progress`... (unless `progress=False`), `result` (its `SearchResult` as a
+        dict); or `rejected` with `retry_after_s`. Its engine requests go ahead of job work (`priority`: lower first); at
         `deadline_s` it returns its best with stop reason `deadline`."""
 
     @abstractmethod

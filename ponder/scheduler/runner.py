@@ -252,7 +252,7 @@ class Runner(SchedulerAPI):
             result.meta["grant"] = account.granted
             result.meta["refund"] = refund
         if problem.answer is not None and result.stop_reason != "cancelled":
-            result.correct = result.answer is not None and grade(result.answer, problem.answer)
+            result.correct = result.answer is not None and await asyncio.to_thread(grade, result.answer, problem.answer)
         return result
 
     async def _search(self, strat: registry.Strategy, problem: Problem, ctx: EngineContext, cfg: Any,
@@ -292,6 +292,7 @@ class Runner(SchedulerAPI):
         tenant: str = "",
         priority: int = 0,
         deadline_s: float | None = None,
+        progress: bool = True,
     ) -> AsyncIterator[dict[str, Any]]:
         """One interactive search, admitted against the limits (`api.max_running`...), as events:
         `queued` (when it has to wait), `started`, `progress` (after every expansion and
@@ -318,7 +319,7 @@ class Runner(SchedulerAPI):
         events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         task = asyncio.get_running_loop().create_task(self.solve(
             problem, strategy, budget, params, search_id=sid, priority=priority, deadline_s=deadline_s,
-            on_progress=events.put_nowait))
+            on_progress=events.put_nowait if progress else None))
         try:
             yield {"event": "started", "search_id": sid, "queued_s": t0 - t_arrive}
             while True:

@@ -95,12 +95,13 @@ class Scheduler:
     async def stream(
         self, problem: dict[str, Any], strategy: str | None = None, budget: str | None = None,
         params: dict[str, Any] | None = None, search_id: str | None = None, tenant: str = "",
-        priority: int = 0, deadline_s: float | None = None,
+        priority: int = 0, deadline_s: float | None = None, progress: bool = True,
     ) -> AsyncIterator[dict[str, Any]]:
         """An interactive search's events (a Ray streaming generator; see `Runner.stream`)."""
         await self.ready()
         async for event in self.runner.stream(problem_from_dict(problem), strategy, budget, params, search_id=search_id,
-                                              tenant=tenant, priority=priority, deadline_s=deadline_s):
+                                              tenant=tenant, priority=priority, deadline_s=deadline_s,
+                                              progress=progress):
             yield event
 
     async def set_admission(self, limits: dict[str, Any]) -> None:
@@ -247,10 +248,10 @@ class RemoteRunner(SchedulerAPI):
     async def stream(
         self, problem: Problem, strategy: str | None = None, budget: str | Budget | None = None,
         params: dict[str, Any] | None = None, *, search_id: str | None = None, tenant: str = "",
-        priority: int = 0, deadline_s: float | None = None,
+        priority: int = 0, deadline_s: float | None = None, progress: bool = True,
     ) -> AsyncIterator[dict[str, Any]]:
         gen = self.actor.stream.remote(problem_to_dict(problem), strategy, _budget_arg(budget), params, search_id,
-                                       tenant, priority, deadline_s)
+                                       tenant, priority, deadline_s, progress)
         async for ref in gen:
             yield await ref
 

@@ -259,3 +259,28 @@ def test_calibrate_hands_problems_runner_budgets_and_strategies_to_the_scheduler
     assert hasattr(seen["runner"], "run")
     assert out.read_text() == "easy: best_of_n\n"
     assert f"scheduler.allocation_table={out}" in capsys.readouterr().out
+
+
+def test_a_finished_eval_starts_no_engine(tmp_path, engine, capsys, monkeypatch):
+    out = tmp_path / "r.jsonl"
+    argv = ["eval", "--dataset", "arith:3", "--quiet", "--out", str(out), *engine]
+    assert cli.main(argv) == 0
+    before = out.read_text()
+
+    def no_engines(config):
+        raise AssertionError("engines started for an eval with nothing left to run")
+
+    monkeypatch.setattr(cli, "make_runner", no_engines)
+    assert cli.main(argv) == 0
+    err = capsys.readouterr().err
+    assert "3 already in" in err and "0 to run" in err
+    assert out.read_text() == before
+
+
+def test_solve_gives_the_shipped_models_their_form_and_says_so(capsys):
+    assert cli.main(["solve", "What is 12 + 30 * 2?", "--strategy", "greedy", "--address", "inprocess"]) == 0
+    captured = capsys.readouterr()
+    assert "rewritten as 'Compute (30 * 2) + 12.'" in captured.err
+    assert "30 * 2 = " in captured.out  # the model worked on the rewritten problem
+    assert cli.main(["solve", "Compute 14 - 3 * 2.", "--strategy", "greedy", "--address", "inprocess"]) == 0
+    assert "outside what the shipped arithmetic models read" in capsys.readouterr().err

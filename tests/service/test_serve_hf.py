@@ -49,3 +49,15 @@ def test_openai_client_over_the_shipped_models(hf_service):
                                               extra_body={"budget": "n=4"})
     content = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
     assert content == text
+
+
+def test_ordinary_wording_is_rewritten_for_the_shipped_models(hf_service):
+    import httpx
+
+    r = httpx.post(f"{hf_service}/v1/solve", json={"problem": "What is 12 + 30 * 2?", "strategy": "greedy",
+                                                   "answer": "72"}, timeout=120)
+    body = r.json()
+    assert r.status_code == 200 and "rewritten as 'Compute (30 * 2) + 12.'" in body["notice"]
+    outside = httpx.post(f"{hf_service}/v1/solve", json={"problem": "Compute 14 - 3 * 2.", "strategy": "greedy"},
+                         timeout=120).json()
+    assert "outside what the shipped arithmetic models read" in outside["notice"]

@@ -29,6 +29,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 from ponder.actors.hf import PRM_CONFIG_FILE, HFPolicy, HFReward, PRMConvention, plain_prompt
 from ponder.actors.engine import ScoreRequest, StepRequest
 from ponder.config import MODELS_DIR, REPO_ROOT, EngineConfig
+from ponder.tasks.forms import FORM_FILE
 from ponder.tasks.arith import tokenizer as chartok
 from ponder.tasks.arith.problems import LEVELS, STEP_DELIMITER, generate, make_chain, parse, prefix_labels
 
@@ -440,8 +441,10 @@ def write_cards(policy_dir: Path, prm_dir: Path) -> None:
         if policy_dir.resolve() == (MODELS_DIR / "arith-policy").resolve():  # what `ponder eval` runs by default
             lines += _search_section(REPO_ROOT / "bench" / "results" / "arith_eval.json")
         card = d / "README.md"
-        kept = _kept_section(card.read_text() if card.exists() else "", "## Limitations")
-        card.write_text("\n".join(lines) + "\n" + (f"{kept}\n" if kept else ""))
+        old = card.read_text() if card.exists() else ""
+        kept = [k for k in (_kept_section(old, h) for h in ("## What it reads", "## Limitations")) if k]
+        card.write_text("\n".join(lines) + "\n" + "".join(f"{k}\n\n" for k in kept).rstrip("\n") + ("\n" if kept else ""))
+        (d / FORM_FILE).write_text(json.dumps({"problem_form": "arith"}) + "\n")
 
 
 def _kept_section(text: str, heading: str) -> str:
