@@ -23,15 +23,20 @@ the same machine. The arrival times at a rate are the same for both (same seed),
 problems (request i at every rate is problem i mod 200, with its id, so its seeds are the same).
 
 SLO: a p99 latency target of 5x the unloaded latency, measured at the start as the median of
-sequential single queries. A system passes a rate when its p99 <= SLO and every request got an
-answer (no 429, no error) and it kept up (answered/s >= 0.75 x the offered rate; a point is a
-bounded burst, so past saturation the p99 alone grows only to about n / capacity); its goodput is the highest rate of the run of passing rates from the
-bottom of the grid. The same sweep also gives goodput at 3x and 10x (a system sweeps on until it
-fails the loosest, 10x), since the ratio depends on the SLO. Also reported per rate: p50/p90/p99 latency, achieved
-throughput, the pools' busy fractions (from the scheduler's stats, deltas over the rate's wall
-time), mean engine batch sizes, and the CPU used by each kind of process (from /proc): the
-machine has 2 cores, and the client, the HTTP proxy, the ingress, the scheduler and the replica
-actors all share them; where the CPU is the limit rather than the simulated GPUs is said there.
+sequential single queries. A system passes a rate when its p99 <= SLO, every request got an
+answer (no 429, no error) and it kept up (answered/s >= 0.75 x the rate its arrivals had: a
+point is a bounded burst, so past saturation its p99 alone grows only to about n / capacity).
+Its goodput is the highest swept rate that passed; also reported, the stricter top of the run
+of passing rates from the bottom of the grid (they differ when the p99 is noisy near the SLO).
+The same sweep gives goodput at 3x and 10x too (a system sweeps on until it fails the loosest,
+10x, or stops keeping up), since the ratio depends on the SLO. Rates are a geometric grid
+(x1.3) from 0.35 / unloaded p50, with about 12 s of arrivals a rate (40 to 300 requests).
+Also reported per rate: p50/p90/p99 latency, achieved throughput, the pools' busy fractions
+(from the scheduler's stats, deltas over the rate's wall time), mean batch sizes, and the CPU
+used by each kind of process (from /proc): the machine has 2 cores, and the client, the HTTP
+proxy, the ingress, the scheduler and the replica actors all share them, so where the CPU is
+the limit rather than the simulated GPUs shows there. `--resummarize FILE` recomputes the
+summary (goodput, ratios) of a results file from its points without measuring.
 """
 
 from __future__ import annotations
@@ -413,30 +418,6 @@ async def bench(url: str, cfg: Any, quick: bool, log: Any) -> dict[str, Any]:
                 break
         stats = await runner.stats()
 
-    def goodput(system: str, key: str) -> dict[str, Any]:
-        """The highest rate of the run of passing rates from the bottom of the grid (a pass above
-        a failing rate is noise in a p99, reported but not counted)."""
-        pts = points[system]
-        first_fail = next((i for i, p in enumerate(pts) if not p["passes_at"][key]), len(pts))
-        best = pts[first_fail - 1] if first_fail else None
-        return {"rate": best["rate"] if best else 0.0, "throughput": best["throughput"] if best else 0.0,
-                "p99_s": best["p99_s"] if best else None,
-                "first_failing_rate": pts[first_fail]["rate"] if first_fail < len(pts) else None,
-                "passes_above_first_failure": [p["rate"] for p in pts[first_fail + 1:] if p["passes_at"][key]],
-                "sweep_ended_passing": first_fail == len(pts)}
-
-    keys = [f"{f:g}x" for f in sorted((*OTHER_SLOS, SLO_FACTOR))]
-    by_slo = {}
-    for key in keys:
-        g = {s: goodput(s, key) for s in points}
-        r = g["ponder"]["rate"] / g["fifo"]["rate"] if g["fifo"]["rate"] else None
-        by_slo[key] = {"p99_s": round(float(key[:-1]) * base, 4), "goodput": g, "ratio": round(r, 3) if r else None,
-                       "ratio_is_lower_bound": g["ponder"]["sweep_ended_passing"],
-                       # FIFO never failed (the sweep ran out of time first): its goodput is unknown.
-                       "ratio_undetermined": g["fifo"]["sweep_ended_passing"]}
-    main_key = f"{SLO_FACTOR:g}x"
-    good, ratio = by_slo[main_key]["goodput"], by_slo[main_key]["ratio"]
-
     # The same problem must get the same answer everywhere (seeded engines: timing must not matter).
     ids = set().union(*answers.values())
     mismatches = []
@@ -446,23 +427,7 @@ async def bench(url: str, cfg: Any, quick: bool, log: Any) -> dict[str, Any]:
             mismatches.append({"id": pid, "answers": seen})
     both = [pid for pid in ids if pid in answers["ponder"] and pid in answers["fifo"]]
 
-    # Where is the limit? A point is CPU-bound when the cluster's processes used nearly all cores.
-    cpu_bound = [{"system": p["system"], "rate": p["rate"], "cores": p["cpu_cores"]["total"],
-                  "machine_cpu_busy": p["machine_cpu_busy"], "throughput": p["throughput"]}
-                 for s in points for p in points[s]
-                 if p["cpu_cores"]["total"] >= 0.85 * min(CORES, 2) or p["machine_cpu_busy"] >= 0.9]
-    # Each system's first failing rate: how busy the simulated devices were and how much CPU the
-    # cluster (and the whole machine, other users included) used there.
-    at_limit = {}
-    for s, pts in points.items():
-        p = next((p for p in pts if not p["passes"]), None)
-        if p is not None:
-            at_limit[s] = {"rate": p["rate"], "p99_s": p["p99_s"], "throughput": p["throughput"],
-                           "sustained": p["sustained"], "policy_busy": p["policy_busy"], "reward_busy": p["reward_busy"],
-                           "cluster_cores": p["cpu_cores"]["total"], "machine_cpu_busy": p["machine_cpu_busy"]}
-    accuracy = {s: round(sum(p["correct"] for p in pts) / max(1, sum(p["ok"] for p in pts)), 4)
-                for s, pts in points.items()}
-    return {
+    return summarize({
         "setup": {
             "strategy": STRATEGY, "budget": BUDGET, "dataset": DATASET, "policy_replicas": cfg.cluster.policy_replicas,
             "reward_replicas": cfg.cluster.reward_replicas, "max_inflight_per_replica": cfg.cluster.max_inflight_per_replica,
@@ -472,7 +437,7 @@ async def bench(url: str, cfg: Any, quick: bool, log: Any) -> dict[str, Any]:
             "arrivals": "Poisson, open loop; seed 1000 + rate index (the same times for both systems)",
             "latency": "client-side, from the scheduled arrival time to the response",
             "requests_per_rate": f"clamp(rate x {t_target:.0f} s, {n_min}, {n_max})",
-            "rate_grid": f"{r0:.3f}/s x {step}^k (0.5 / unloaded p50 upwards); a system stops after its first failing rate",
+            "rate_grid": {"start": round(r0, 4), "step": step, "note": GRID_NOTE},
             "machine_cores": CORES, "quick": quick, "health": health,
         },
         "unloaded": {"requests": len(ul), "p50_s": round(base, 4), "p90_s": round(pct(ul, 90), 4),
@@ -480,29 +445,93 @@ async def bench(url: str, cfg: Any, quick: bool, log: Any) -> dict[str, Any]:
                                                                     if p.level == lv), 4)
                                         for lv in sorted({p.level for p in problems[:len(unloaded)]})},
                      "max_s": round(max(ul), 4), "search_p50_s": round(statistics.median(r["search_s"] for r in unloaded), 4)},
-        "slo": {"p99_s": round(slo, 4), "definition": f"p99 latency <= {SLO_FACTOR:g} x the unloaded p50, "
-                "every request answered (no 429, no error), and answered/s >= "
-                f"{SUSTAINED:g} x the offered rate", "unloaded_p50_s": round(base, 4)},
+        "slo": {"p99_s": round(slo, 4), "factor": SLO_FACTOR, "unloaded_p50_s": round(base, 4)},
         "points": points,
-        "goodput": good,
-        "ratio": ratio,
-        "ratio_note": ("undetermined: FIFO passed every rate swept" if good["fifo"]["sweep_ended_passing"]
-                       else "a lower bound: ponder still passed at its last swept rate" if good["ponder"]["sweep_ended_passing"]
-                       else f"resolution: one grid step (x{step:.2f}) on each side"),
-        "by_slo": by_slo,
         "sweep_out_of_time": out_of_time,
         "answers": {"problems_seen": len(ids), "seen_in_both": len(both), "mismatches": mismatches},
-        "cpu_bound_points": cpu_bound,
-        "at_first_failure": at_limit,
-        "accuracy": accuracy,
         "final_scheduler_stats": {k: stats[k] for k in ("searches", "admission", "tokens", "policy_mean_batch",
                                                         "reward_mean_batch", "scheduler_cpu_s")},
-    }
+    })
+
+
+GRID_NOTE = ("nominal Poisson rates start x step^k, start = 0.35 / unloaded p50; each system stops after a point "
+             "that fails the loosest SLO (10x), has a failed request, or does not keep up")
+
+
+def goodput(pts: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """A system's goodput at SLO `key` from its sweep: the highest swept (nominal) rate that passed
+    (the issue's definition), and the stricter one, the top of the run of passing rates from the
+    bottom of the grid (the same when the p99 is monotone in the rate; noise in a p99 of 40-300
+    samples near the SLO makes them differ)."""
+    passing = [p for p in pts if p["passes_at"][key]]
+    best = max(passing, key=lambda p: p["rate"]) if passing else None
+    first_fail = next((i for i, p in enumerate(pts) if not p["passes_at"][key]), len(pts))
+    strict = pts[first_fail - 1] if first_fail else None
+    return {"rate": best["rate"] if best else 0.0,
+            "offered": best["offered"] if best else 0.0,  # the rate the point's arrivals actually had
+            "throughput": best["throughput"] if best else 0.0, "p99_s": best["p99_s"] if best else None,
+            "strict_rate": strict["rate"] if strict else 0.0,
+            "strict_throughput": strict["throughput"] if strict else 0.0,
+            "failing_rates_below_goodput": [p["rate"] for p in pts if not p["passes_at"][key] and best
+                                            and p["rate"] < best["rate"]],
+            "last_swept_passed": bool(pts) and pts[-1]["passes_at"][key]}
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
+def summarize(res: dict[str, Any]) -> dict[str, Any]:
+    """Goodput per SLO and system, the ratios, and where the limits were, from `res["points"]`
+    (also run on a results file by `--resummarize`: nothing here measures)."""
+    points, base = res["points"], res["unloaded"]["p50_s"]
+    step = res["setup"]["rate_grid"]["step"] if isinstance(res["setup"].get("rate_grid"), dict) else 1.3
+    keys = sorted(points["ponder"][0]["passes_at"], key=lambda k: float(k[:-1])) if points["ponder"] else []
+    by_slo = {}
+    for key in keys:
+        g = {s: goodput(pts, key) for s, pts in points.items()}
+        by_slo[key] = {
+            "p99_s": round(float(key[:-1]) * base, 4), "goodput": g,
+            "ratio": _ratio(g["ponder"]["rate"], g["fifo"]["rate"]),
+            "ratio_offered": _ratio(g["ponder"]["offered"], g["fifo"]["offered"]),
+            "ratio_throughput": _ratio(g["ponder"]["throughput"], g["fifo"]["throughput"]),
+            "ratio_strict": _ratio(g["ponder"]["strict_rate"], g["fifo"]["strict_rate"]),
+            # ponder passed its last rate: its goodput (and the ratio) is at least this.
+            "ratio_is_lower_bound": g["ponder"]["last_swept_passed"],
+            # FIFO never failed (the sweep ran out of time first): the ratio is unknown.
+            "ratio_undetermined": g["fifo"]["last_swept_passed"],
+        }
+    main = by_slo.get(f"{SLO_FACTOR:g}x", {})
+    res["slo"]["definition"] = (f"p99 latency <= {SLO_FACTOR:g} x the unloaded p50, every request answered (no 429, "
+                                f"no error), and answered/s >= {SUSTAINED:g} x the offered rate")
+    res["setup"]["rate_grid"] = {**(res["setup"]["rate_grid"] if isinstance(res["setup"].get("rate_grid"), dict)
+                                    else {"start": points["ponder"][0]["rate"], "step": step}), "note": GRID_NOTE}
+    res["goodput"] = main.get("goodput")
+    res["ratio"] = main.get("ratio")
+    res["ratio_note"] = ("undetermined: FIFO passed every rate swept" if main.get("ratio_undetermined")
+                         else "a lower bound: ponder passed its last swept rate" if main.get("ratio_is_lower_bound")
+                         else f"resolution: one grid step (x{step:g}) on each side")
+    res["by_slo"] = by_slo
+    # Where is the limit? The cluster's processes near all cores, or the whole machine (other users too) busy.
+    res["cpu_bound_points"] = [
+        {"system": p["system"], "rate": p["rate"], "cores": p["cpu_cores"]["total"],
+         "machine_cpu_busy": p["machine_cpu_busy"], "throughput": p["throughput"]}
+        for pts in points.values() for p in pts
+        if p["cpu_cores"]["total"] >= 0.85 * min(CORES, 2) or p["machine_cpu_busy"] >= 0.9]
+    # Each system's first failing rate (primary SLO): device busy fractions and CPU there.
+    res["at_first_failure"] = {
+        s: {"rate": p["rate"], "offered": p["offered"], "p99_s": p["p99_s"], "throughput": p["throughput"],
+            "sustained": p["sustained"], "policy_busy": p["policy_busy"], "reward_busy": p["reward_busy"],
+            "cluster_cores": p["cpu_cores"]["total"], "machine_cpu_busy": p["machine_cpu_busy"]}
+        for s, pts in points.items() for p in [next((p for p in pts if not p["passes"]), None)] if p is not None}
+    res["accuracy"] = {s: round(sum(p["correct"] for p in pts) / max(1, sum(p["ok"] for p in pts)), 4)
+                       for s, pts in points.items()}
+    return res
 
 
 def table(res: dict[str, Any]) -> str:
     rows = [f"SLO: p99 <= {res['slo']['p99_s'] * 1000:.0f} ms (5 x unloaded p50 {res['unloaded']['p50_s'] * 1000:.0f} ms)",
-            ("| system | rate /s | n | p50 s | p90 s | p99 s | answered/s | 429 | fail | busy policy / PRM | "
+            ("| system | rate /s (drawn) | n | p50 s | p90 s | p99 s | answered/s | 429 | fail | busy policy / PRM | "
              "mean batch policy / PRM | CPU cores (sched, ingress, proxy, replicas, client) | pass |"),
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in ("ponder", "fifo"):
@@ -510,24 +539,23 @@ def table(res: dict[str, Any]) -> str:
             c = p["cpu_cores"]
             reps = c.get("policy replicas", 0) + c.get("PRM replicas", 0)
             rows.append(
-                f"| {s} | {p['rate']:.2f} | {p['requests']} | {p['p50_s']:.3f} | {p['p90_s']:.3f} | {p['p99_s']:.3f} | "
+                f"| {s} | {p['rate']:.2f} ({p['offered']:.2f}) | {p['requests']} | {p['p50_s']:.3f} | {p['p90_s']:.3f} | {p['p99_s']:.3f} | "
                 f"{p['throughput']:.2f} | {p['rejected_429']} | {p['failed']} | "
                 f"{p['policy_busy']['replica_mean']:.0%} / {p['reward_busy']['replica_mean']:.0%} | "
                 f"{p['policy_mean_batch']:.1f} / {p['reward_mean_batch']:.1f} | {c['total']:.2f} "
                 f"({c.get('scheduler', 0):.2f}, {c.get('ingress', 0):.2f}, {c.get('http proxy', 0):.2f}, {reps:.2f}, "
                 f"{c.get('client (driver)', 0):.2f}) | {'yes' if p['passes'] else 'no'} |")
-    g = res["goodput"]
-    ratio = "n/a" if res["ratio"] is None else f"{res['ratio']:.2f}x"
-    rows.append(f"goodput: ponder {g['ponder']['rate']:.2f}/s ({g['ponder']['throughput']:.2f} answered/s), "
-                f"FIFO {g['fifo']['rate']:.2f}/s ({g['fifo']['throughput']:.2f} answered/s): ratio {ratio} "
-                f"({res['ratio_note']})")
     for key, b in res["by_slo"].items():
         g = b["goodput"]
         ratio = "n/a" if b["ratio"] is None else f"{b['ratio']:.2f}x" + (" (lower bound)" if b["ratio_is_lower_bound"] else "")
         if b["ratio_undetermined"]:
             ratio += " (undetermined: FIFO passed every rate swept)"
-        rows.append(f"  SLO {key} unloaded p50 (p99 <= {b['p99_s']:.2f} s): ponder {g['ponder']['rate']:.2f}/s, "
-                    f"FIFO {g['fifo']['rate']:.2f}/s, ratio {ratio}")
+        strict = "n/a" if b["ratio_strict"] is None else f"{b['ratio_strict']:.2f}x"
+        rows.append(f"SLO {key} unloaded p50 (p99 <= {b['p99_s']:.2f} s){' [primary]' if key == f'{SLO_FACTOR:g}x' else ''}: "
+                    f"goodput ponder {g['ponder']['rate']:.2f}/s ({g['ponder']['throughput']:.2f} answered/s), "
+                    f"FIFO {g['fifo']['rate']:.2f}/s ({g['fifo']['throughput']:.2f} answered/s): ratio {ratio}; "
+                    f"strict (passing from the bottom): ponder {g['ponder']['strict_rate']:.2f}, "
+                    f"FIFO {g['fifo']['strict_rate']:.2f}: {strict}")
     a = res["answers"]
     rows.append(f"answers: {a['problems_seen']} problems, {a['seen_in_both']} in both systems, "
                 f"{len(a['mismatches'])} with differing answers")
@@ -540,7 +568,14 @@ def main() -> None:
     ap.add_argument("--policy-replicas", type=int, default=2)
     ap.add_argument("--reward-replicas", type=int, default=1)
     ap.add_argument("--out", type=Path, help="where the JSON goes (default: bench/results/serve_goodput[-quick].json)")
+    ap.add_argument("--resummarize", type=Path, metavar="JSON",
+                    help="recompute the goodput summary of a results file from its points (no measuring) and print it")
     args = ap.parse_args()
+    if args.resummarize:
+        res = summarize(json.loads(args.resummarize.read_text()))
+        args.resummarize.write_text(json.dumps(res, indent=1) + "\n")
+        print(table(res))
+        return
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
