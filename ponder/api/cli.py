@@ -649,11 +649,17 @@ def cmd_deploy_render(args: argparse.Namespace) -> int:
 
 
 def cmd_strategies(args: argparse.Namespace) -> int:
+    import textwrap
+
+    from ponder.search.aggregate import AGGREGATIONS, SELECTIONS
+
+    choices = {"aggregation": AGGREGATIONS, "selection": SELECTIONS, "prior": ("prm", "uniform")}
     load_strategies()
     for name in registry.names():
         s = registry.get(name)
-        doc = (s.fn.__doc__ or sys.modules[s.fn.__module__].__doc__ or "").strip().split("\n")[0]
-        print(f"{name}" + (f": {doc}" if doc else ""))
+        doc = (s.fn.__doc__ or sys.modules[s.fn.__module__].__doc__ or "").strip().split("\n\n")[0]
+        doc = " ".join(doc.split())
+        print(textwrap.fill(f"{name}" + (f": {doc}" if doc else ""), width=100, subsequent_indent="  "))
         for f in dataclasses.fields(s.config_cls):
             if f.metadata.get("internal"):  # set by the runner, not a user parameter
                 continue
@@ -664,7 +670,8 @@ def cmd_strategies(args: argparse.Namespace) -> int:
             else:
                 default = "(required)"
             ftype = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-            print(f"    {f.name}: {ftype} = {default}")
+            allowed = f"  (one of: {', '.join(choices[f.name])})" if f.name in choices and ftype == "str" else ""
+            print(f"    {f.name}: {ftype} = {default}{allowed}")
     return 0
 
 
@@ -729,6 +736,10 @@ EXAMPLES = """examples:
 Running the same eval again resumes it: finished problems are skipped, failed ones retried."""
 
 
+DATASET_HELP = ("a JSONL/parquet/json file (problem, answer, optional id and level), hf:NAME[:split], or the "
+                "built-in arithmetic task arith:N[:seed=S][:levels=1,3,5] (levels 1-5, ranges like 2-4)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="ponder",
@@ -743,9 +754,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     p = sub.add_parser("eval", help="evaluate strategies and budgets on a dataset")
-    p.add_argument("--dataset", required=True, metavar="PATH|arith:N|hf:NAME")
-    p.add_argument("--strategy", action="append", metavar="NAME", help="search strategy (repeatable)")
-    p.add_argument("--budget", action="append", metavar="TOKENS|n=N", help="compute budget (repeatable)")
+    p.add_argument("--dataset", required=True, metavar="PATH|arith:N|hf:NAME", help=DATASET_HELP)
+    p.add_argument("--strategy", action="append", metavar="NAME",
+                   help="search strategy (repeatable; default search.strategy, best_of_n; list: ponder strategies)")
+    p.add_argument("--budget", action="append", metavar="TOKENS|n=N",
+                   help="compute budget: tokens (4096, 8k), a width (n=16) or both (n=16,tokens=4096) "
+                        "(repeatable; default search.budget, n=16)")
     p.add_argument("--out", metavar="FILE.jsonl", help="results file; an existing one is resumed")
     p.add_argument("--plot", metavar="FILE.png", help="accuracy-versus-compute plot")
     p.add_argument("--limit", type=_positive_int, metavar="K", help="only the first K problems")
