@@ -282,11 +282,33 @@ async def _run_local(runner: Any, spec: JobSpec, queue: LocalQueue, total: int, 
             refresh=False,
         )
 
+    watch = asyncio.ensure_future(_watch_replicas(runner, bar.write))
     try:
         await run_job(runner, spec, queue, concurrency=spec.ponder_config().scheduler.max_concurrent_searches,
                       on_record=on_record, poll_s=0.05, max_runtime_failures=3, retry_pause_s=0.5)
     finally:
+        watch.cancel()
         bar.close()
+
+
+async def _watch_replicas(runner: Any, say: Any, every_s: float = 2.0) -> None:
+    """Tell the user, in a line, when a replica was lost and when it was replaced (the pools
+    recover by themselves; their own warnings go only to Ray's logs)."""
+    seen: dict[tuple[str, str], int] = {}
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            stats = await runner.stats()
+        except Exception:  # the scheduler is restarting: the job loop reports that
+            continue
+        for role in ("policy", "reward"):
+            pool = stats.get(f"{role}_pool") or {}
+            for key, what in (("restarts_seen", "lost; its requests went to another replica"),
+                              ("replaced", "replaced by a new one")):
+                n, before = int(pool.get(key, 0)), seen.get((role, key), 0)
+                if n > before:
+                    say(f"ponder: {n - before} {role} replica(s) {what} ({pool.get('replicas', '?')} now serving)")
+                seen[(role, key)] = n
 
 
 # ---------------------------------------------------------------------------- jobs on a store

@@ -284,3 +284,24 @@ def test_solve_gives_the_shipped_models_their_form_and_says_so(capsys):
     assert "30 * 2 = " in captured.out  # the model worked on the rewritten problem
     assert cli.main(["solve", "Compute 14 - 3 * 2.", "--strategy", "greedy", "--address", "inprocess"]) == 0
     assert "outside what the shipped arithmetic models read" in capsys.readouterr().err
+
+
+async def test_replica_faults_are_told_to_the_user():
+    import asyncio
+
+    class Runner:
+        def __init__(self):
+            self.n = 0
+
+        async def stats(self):
+            self.n += 1
+            lost = 1 if self.n >= 2 else 0
+            return {"policy_pool": {"restarts_seen": lost, "replaced": 1 if self.n >= 3 else 0, "replicas": 2},
+                    "reward_pool": {"restarts_seen": 0, "replaced": 0, "replicas": 1}}
+
+    said: list[str] = []
+    task = asyncio.ensure_future(cli._watch_replicas(Runner(), said.append, every_s=0.01))
+    await asyncio.sleep(0.2)
+    task.cancel()
+    assert said == ["ponder: 1 policy replica(s) lost; its requests went to another replica (2 now serving)",
+                    "ponder: 1 policy replica(s) replaced by a new one (2 now serving)"]
