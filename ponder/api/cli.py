@@ -149,6 +149,21 @@ def check_writable(path: Path, what: str) -> None:
         raise CliError(f"{what} {path} is not writable")
 
 
+_told_interrupt = False
+
+
+def _interrupted(message: str) -> None:
+    """Say it once, and let the shutdown that follows finish: a second Ctrl-C during it would
+    only print Ray's atexit traceback and leave its processes behind."""
+    global _told_interrupt
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not _told_interrupt:
+        print(message, file=sys.stderr)
+        _told_interrupt = True
+
+
 def close_runner(runner: Any) -> None:
     """Release a runner's resources (a Ray scheduler actor); called outside any event loop,
     since a remote runner's shutdown blocks."""
@@ -192,7 +207,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if runner is not None:
             asyncio.run(_run_local(runner, spec, queue, total, quiet=args.quiet))
     except KeyboardInterrupt:
-        print(f"ponder: interrupted{_resume_hint(out_path)}", file=sys.stderr)
+        _interrupted(f"ponder: interrupted{_resume_hint(out_path)}")
         return INTERRUPTED
     except Exception as e:  # the runner or the disk failed: what was written stays valid
         print(f"ponder: error: run failed: {type(e).__name__}: {_one_line(e)}{_resume_hint(out_path)}", file=sys.stderr)
@@ -552,7 +567,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
         try:
             result = asyncio.run(runner.solve(problem, strategy.name, budget, params))
         except KeyboardInterrupt:
-            print("ponder: interrupted", file=sys.stderr)
+            _interrupted("ponder: interrupted")
             return INTERRUPTED
         finally:
             close_runner(runner)
@@ -638,7 +653,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     try:
         table = asyncio.run(calibrate(problems, runner, budgets, [s.name for s in strategies]))
     except KeyboardInterrupt:
-        print("ponder: interrupted; no table written", file=sys.stderr)
+        _interrupted("ponder: interrupted; no table written")
         return INTERRUPTED
     finally:
         close_runner(runner)
@@ -879,6 +894,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    global _told_interrupt
+    _told_interrupt = False
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # an earlier in-process run may have set it aside
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)
@@ -888,7 +910,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:  # --help / --version
         return e.code if isinstance(e.code, int) else 0
     except KeyboardInterrupt:
-        print("ponder: interrupted", file=sys.stderr)
+        _interrupted("ponder: interrupted")
         return INTERRUPTED
     except BrokenPipeError:  # `ponder strategies | head`
         sys.stderr.close()

@@ -80,3 +80,25 @@ def test_ctrl_c_leaves_a_valid_file_that_resumes(tmp_path):
     assert f"{len(first)} already in" in resumed.stderr
     ids = [json.loads(x)["id"] for x in out.read_text().splitlines()]
     assert ids[: len(first)] == first and len(ids) == len(set(ids)) == 30
+
+
+def test_double_ctrl_c_says_interrupted_once_and_no_traceback(tmp_path):
+    out = tmp_path / "r.jsonl"
+    args = [*ponder_command("fake"), "eval", "--dataset", "arith:30", "--budget", "n=2", "--quiet", "--out", str(out),
+            "--set", "policy.kind=fake", "--set", "reward.kind=fake", "--set", "policy.options.delay=[0.05,0.1]",
+            "--set", "scheduler.max_concurrent_searches=2", "--address", "inprocess"]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while (not out.exists() or out.read_text().count("\n") < 2) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert err.count("ponder: interrupted") == 1 and "Traceback" not in err, err
+    assert out.read_text().endswith("\n")
