@@ -42,6 +42,7 @@ class SearchConfig:
     strategy: str = "best_of_n"
     budget: str = "n=16"  # "n=N" (width) or a token count
     temperature: float = 0.8
+    top_p: float = 1.0  # nucleus sampling for every expansion
     max_step_tokens: int = 48
     max_steps: int = 16
     seed: int = 0
@@ -49,6 +50,8 @@ class SearchConfig:
 
     def validate(self) -> None:
         _finite("search.temperature", self.temperature, 0.0)
+        if not (math.isfinite(self.top_p) and 0 < self.top_p <= 1):
+            raise ConfigError(f"search.top_p must be in (0, 1], got {self.top_p}")
         _at_least("search.max_step_tokens", self.max_step_tokens, 1)
         _at_least("search.max_steps", self.max_steps, 1)
         Budget.parse(self.budget)  # a bad default budget fails here, once

@@ -641,17 +641,23 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     config = load_config(args)
     strategies = resolve_strategies(args.strategy or list(CALIBRATE_STRATEGIES), config)
     budgets = resolve_budgets(args.budget, config)
-    strategy_params(strategies, budgets, config)
+    params = strategy_params(strategies, budgets, config)  # --set search.params.* apply, and go into the table
     out = Path(args.out)
     check_writable(out, "table file")
     problems = load_problems(args.dataset, args.limit)
     if any(p.answer is None for p in problems):
         raise CliError(f"dataset {args.dataset} needs reference answers to calibrate")
+    from ponder.scheduler.allocation import AllocationTable
     from ponder.scheduler.calibrate import calibrate
 
+    try:
+        base = AllocationTable.load(config.scheduler.allocation_table)
+    except ConfigError as e:
+        raise CliError(_one_line(e), USAGE) from None
     runner = make_runner(config)
     try:
-        table = asyncio.run(calibrate(problems, runner, budgets, [s.name for s in strategies]))
+        table = asyncio.run(calibrate(problems, runner, budgets, [s.name for s in strategies],
+                                      probe_samples=config.scheduler.probe_samples, base=base, params=params))
     except KeyboardInterrupt:
         _interrupted("ponder: interrupted; no table written")
         return INTERRUPTED

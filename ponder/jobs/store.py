@@ -51,6 +51,7 @@ def config_fingerprint(config: PonderConfig, strategy: str, params: dict[str, An
         "reward": engine(config.reward),
         "search": {
             "temperature": s.temperature,
+            **({"top_p": s.top_p} if s.top_p != 1.0 else {}),  # absent at the default: old keys stay valid
             "max_step_tokens": s.max_step_tokens,
             "max_steps": s.max_steps,
             "seed": s.seed,

@@ -8,6 +8,8 @@ entries of the same kind (width `n=...` or tokens).
 
 from __future__ import annotations
 
+import functools
+
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,11 +115,23 @@ class AllocationTable:
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> AllocationTable:
+        """The table in `path` (None: the shipped one), parsed once per file content: `auto`
+        loads it for every query."""
         p = Path(path) if path else DEFAULT_TABLE
         if not p.is_file():
             raise ConfigError(f"allocation table not found: {p}")
+        text = p.read_text()
+        return _parse_cached(cls, text, str(p))
+
+    @classmethod
+    def parse(cls, text: str, source: str) -> AllocationTable:
         try:
-            data = yaml.safe_load(p.read_text())
+            data = yaml.safe_load(text)
         except yaml.YAMLError as e:
-            raise ConfigError(f"allocation table {p} is not valid YAML: {str(e).splitlines()[0]}") from None
-        return cls.from_dict(data, str(p))
+            raise ConfigError(f"allocation table {source} is not valid YAML: {str(e).splitlines()[0]}") from None
+        return cls.from_dict(data, source)
+
+
+@functools.lru_cache(maxsize=32)
+def _parse_cached(cls: type, text: str, source: str) -> AllocationTable:
+    return cls.parse(text, source)

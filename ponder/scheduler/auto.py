@@ -10,8 +10,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from ponder.config import Budget
 from ponder.scheduler.allocation import AllocationTable
@@ -25,11 +24,8 @@ from ponder.search.types import Problem, SearchResult
 @dataclass
 class AutoConfig:
     n: int | None = None  # width budget handed to the chosen strategy (None: the table's, or tokens)
-    probe_samples: int = 4
-    table: str | None = None  # allocation table YAML; None: the shipped default
-    # Set by the runner, not by users: the loaded table and the query's ledger account.
-    allocation: Any = field(default=None, metadata={"internal": True})
-    account: Any = field(default=None, metadata={"internal": True})
+    probe_samples: int = 4  # the runner passes scheduler.probe_samples unless the user sets it
+    table: str | None = None  # allocation table YAML (the runner passes scheduler.allocation_table); None: the shipped one
 
     def validate(self) -> None:
         if self.n is not None and self.n < 1:
@@ -40,20 +36,19 @@ class AutoConfig:
 
 @registry.register("auto", AutoConfig)
 async def auto(problem: Problem, ctx: SearchContext, cfg: AutoConfig) -> SearchResult:
-    table: AllocationTable = cfg.allocation or AllocationTable.load(cfg.table)
+    table = AllocationTable.load(cfg.table)  # cached per file and content
     pr = await probe(ctx, cfg.probe_samples, table.thresholds)
     bin_name = table.bin_of(pr.score)
     budget = Budget(n=cfg.n) if cfg.n is not None else Budget(tokens=ctx.budget + ctx.spent.cost)
     entry, share = table.choose(bin_name, budget)
-    if cfg.account is not None:
-        cfg.account.regrant_weighted(share)
+    grant = ctx.regrant(share)  # through the door: the runtime owns the job's ledger
     strat = registry.get(entry.strategy)
     if strat.name == "auto":
         raise ValueError("the allocation table cannot choose 'auto' itself")
     params = dict(entry.params)
     n = cfg.n if cfg.n is not None else params.pop("n", None)
     inner_cfg = strat.make_config(params, n=n)
-    replay = ReplayContext(ctx, pr.samples, getattr(ctx, "temperature", None))
+    replay = ReplayContext(ctx, pr.samples, ctx.temperature)
     result = await strat.fn(problem, replay, inner_cfg)
     result.strategy = "auto"
     result.meta.update(
@@ -66,6 +61,6 @@ async def auto(problem: Problem, ctx: SearchContext, cfg: AutoConfig) -> SearchR
             "share": share,
         }
     )
-    if cfg.account is not None:
-        result.meta["grant"] = cfg.account.granted if not math.isinf(cfg.account.granted) else None
+    if grant is not None:
+        result.meta["grant"] = grant if not math.isinf(grant) else None
     return result

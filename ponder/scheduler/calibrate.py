@@ -32,9 +32,12 @@ async def calibrate(
     strategies: list[str],
     probe_samples: int = 4,
     base: AllocationTable | None = None,
+    params: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The learned table as a mapping (what `AllocationTable.from_dict` reads) plus `calibration`,
-    the per-bin accuracies and tokens it was chosen from."""
+    the per-bin accuracies and tokens it was chosen from. `params` (per strategy) are the
+    parameters each candidate runs with, and go into the table's entries with it."""
+    params = params or {}
     if not problems or not budgets or not strategies:
         raise ValueError("calibrate needs problems, budgets and strategies")
     base = base or AllocationTable.load()
@@ -45,7 +48,7 @@ async def calibrate(
     stats: dict[str, dict[str, dict[str, list[float]]]] = defaultdict(lambda: defaultdict(dict))
     for budget in budgets:
         for strategy in strategies:
-            results = await _collect(runner, problems, strategy, budget)
+            results = await _collect(runner, problems, strategy, budget, params.get(strategy) or None)
             for p in problems:
                 r = results[p.id]
                 s = stats[bin_of[p.id]][budget.label()].setdefault(strategy, [0, 0, 0.0])
@@ -61,9 +64,9 @@ async def calibrate(
         by_budget = []
         for label, per in stats[name].items():
             winner = max(per, key=lambda s: (per[s][0] / per[s][1], -per[s][2]))
-            by_budget.append(Entry(winner, {}, label))
+            by_budget.append(Entry(winner, dict(params.get(winner) or {}), label))
         largest = max(by_budget, key=lambda e: budget_size(Budget.parse(e.budget)))
-        bins[name] = BinPolicy(base.bins[name].share, Entry(largest.strategy, {}), by_budget)
+        bins[name] = BinPolicy(base.bins[name].share, Entry(largest.strategy, dict(largest.params)), by_budget)
     table = AllocationTable(bins, dict(base.thresholds), "calibrate")
     out = table.to_dict()
     out["calibration"] = {

@@ -12,6 +12,7 @@ import math
 import random
 import zlib
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from ponder.actors.engine import PolicyEngine, RewardEngine, ScoreRequest, StepRequest
 from ponder.scheduler.batcher import JOB_WORK, BatchedPolicy, BatchedReward, Priority, SearchCancelled
@@ -31,6 +32,7 @@ class EngineContext(SearchContext):
         limit: float = math.inf,
         prm_cost_ratio: float = 1.0,
         temperature: float = 0.8,
+        top_p: float = 1.0,
         max_step_tokens: int = 48,
         max_steps: int = 16,
         seed: int = 0,
@@ -44,6 +46,7 @@ class EngineContext(SearchContext):
         self.limit = limit  # the grant; the scheduler may raise or lower it while the search runs
         self.prm_cost_ratio = prm_cost_ratio
         self.temperature = temperature
+        self.top_p = top_p
         self.max_step_tokens = max_step_tokens
         self.max_steps = max_steps
         self.answer_fn = answer_fn
@@ -54,6 +57,7 @@ class EngineContext(SearchContext):
         self.stopped: str | None = None  # the scheduler ended the search early ("deadline")
         self.priority = priority  # of its engine requests in the batchers' queues
         self.progress = SearchProgress(limit)
+        self.account: Any = None  # a ledger account (`Account.attach`), when a job budget is shared
         self._seed = zlib.crc32(f"{seed}:{problem.id}".encode())
         self._calls = 0
         self.rng = random.Random(self._seed)
@@ -65,6 +69,12 @@ class EngineContext(SearchContext):
 
     def should_stop(self) -> bool:
         return self.cancelled or self.unaffordable or self.stopped is not None or self.budget <= 0
+
+    def regrant(self, weight: float) -> float | None:
+        if self.account is None:
+            return None
+        self.account.regrant_weighted(weight)
+        return self.account.granted
 
     def stop(self, reason: str) -> None:
         """End the search at its next expansion: it returns the best it has (a deadline)."""
@@ -120,6 +130,7 @@ class EngineContext(SearchContext):
                 steps=node.steps(),
                 n=n,
                 temperature=temp,
+                top_p=self.top_p,
                 max_step_tokens=self.max_step_tokens,
                 to_end=to_end,
                 max_steps=max(1, self.max_steps - node.depth),

@@ -42,6 +42,7 @@ class Account:
         self.ctx = ctx
         ctx.limit = self.granted
         ctx.on_spend = self.spend
+        ctx.account = self  # `ctx.regrant` (the door) moves the grant through this account
 
     def spend(self, cost: float) -> None:
         before = self.committed

@@ -19,6 +19,7 @@ class ReplayContext(SearchContext):
         self.inner = inner
         self.problem = inner.problem
         self.rng = inner.rng
+        self.temperature = inner.temperature
         self._samples = list(samples)
         self._temperature = temperature  # the probe's sampling temperature
         self.replayed = 0
@@ -33,6 +34,9 @@ class ReplayContext(SearchContext):
 
     def should_stop(self) -> bool:
         return self.inner.should_stop()
+
+    def regrant(self, weight: float) -> float | None:
+        return self.inner.regrant(weight)
 
     def _replayable(self, nodes: Sequence[Node], temperature: float | None, to_end: bool) -> bool:
         return (

@@ -121,6 +121,7 @@ class Runner(SchedulerAPI):
             limit=tokens,
             prm_cost_ratio=self.config.scheduler.prm_cost_ratio,
             temperature=s.temperature,
+            top_p=s.top_p,
             max_step_tokens=s.max_step_tokens,
             max_steps=s.max_steps,
             seed=s.seed,
@@ -195,11 +196,11 @@ class Runner(SchedulerAPI):
         if account is None and state is not None:
             ledger = state.ledger_for(strat.name, b)
             account = ledger.open(sid) if ledger is not None else None
-        if strat.name == "auto":
+        if strat.name == "auto":  # the deployment's table and probe width, unless the request says
             given = params or {}
-            extra: dict[str, Any] = {"account": account}
+            extra: dict[str, Any] = {}
             if "table" not in given:
-                extra["allocation"] = self.allocation
+                extra["table"] = self.config.scheduler.allocation_table
             if "probe_samples" not in given:
                 extra["probe_samples"] = self.config.scheduler.probe_samples
             cfg = dataclasses.replace(cfg, **extra)

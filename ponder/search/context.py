@@ -20,6 +20,7 @@ class SearchContext(ABC):
     problem: Problem
     rng: random.Random  # seeded per problem: algorithms draw all their randomness from it
     spent: Compute
+    temperature: float = 0.8  # the sampling temperature `expand` uses when given none
 
     @abstractmethod
     async def expand(
@@ -57,6 +58,11 @@ class SearchContext(ABC):
     @abstractmethod
     def should_stop(self) -> bool:
         """True when the budget is spent or the scheduler asks this search to end early."""
+
+    def regrant(self, weight: float) -> float | None:
+        """Ask the runtime for `weight` x this search's fair share of a shared budget (a job's
+        ledger) as its grant; returns the new grant, or None when no shared budget applies."""
+        return None
 
     # Shared helpers every algorithm uses to build its result.
 

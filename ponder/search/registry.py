@@ -64,9 +64,24 @@ def register(name: str, config_cls: type) -> Callable[[SearchFn], SearchFn]:
     return deco
 
 
+_plugins_loaded = False
+
+
 def _load_builtins() -> None:
-    # Importing the modules registers them.
+    """Importing the modules registers them: the built-in algorithms, then the modules named by
+    the `ponder.strategies` entry points (other rooms' strategies, and third-party ones)."""
+    global _plugins_loaded
     from ponder.search import algorithms  # noqa: F401
+
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    import importlib
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="ponder.strategies"):
+        if ep.name not in _REGISTRY:
+            importlib.import_module(ep.value)
 
 
 def get(name: str) -> Strategy:

@@ -58,3 +58,23 @@ async def test_calibration_bins_are_the_ones_auto_computes():
     auto = {p.id: r async for p, r in runner.run(ps, "auto", "n=4")}
     assert [probed[p.id].meta["probe_score"] for p in ps] == [auto[p.id].meta["probe_score"] for p in ps]
     assert len({r.meta["difficulty"] for r in probed.values()}) > 1
+
+
+def test_calibrate_runs_and_records_the_configured_parameters(tmp_path):
+    """`--set search.params.*` reach the candidates and the table's entries, and the configured
+    probe width is used: beam_width=1 and beam_width=4 give different measurements."""
+    sim = ["--config", "configs/sim.yaml"]
+    tables = {}
+    for width in (1, 4):
+        table = tmp_path / f"w{width}.yaml"
+        argv = ["calibrate", "--dataset", "arith:12:seed=3:levels=5", "--strategy", "beam_search", "--budget", "n=4",
+                *sim, "--set", f"search.params.beam_width={width}", "--set", "scheduler.probe_samples=2",
+                "--out", str(table)]
+        assert cli.main(argv) == 0
+        tables[width] = yaml.safe_load(table.read_text())
+        for bin_ in tables[width]["bins"].values():
+            for e in bin_["by_budget"]:
+                assert e["params"] == {"beam_width": width}
+        assert tables[width]["calibration"]["probe_samples"] == 2
+    acc = {w: t["calibration"]["accuracy"] for w, t in tables.items()}
+    assert acc[1] != acc[4]

@@ -65,3 +65,24 @@ async def test_no_ledger_without_a_job_budget():
     assert r.ledger is None and all("grant" not in x.meta for x in out.values())
     assert (await r.stats())["expansion_requests"] == 3
     assert math.isinf(r.make_context(problems(1)[0], math.inf).budget)
+
+
+async def test_search_top_p_reaches_the_engine():
+    from ponder.actors.factory import build_policy, build_reward
+    from ponder.config import PonderConfig
+    from ponder.scheduler.runner import Runner
+    from ponder.search.types import Problem
+
+    seen = []
+    cfg = PonderConfig.load("configs/sim.yaml", ["search.top_p=0.5"])
+    policy = build_policy(cfg.policy)
+    real = policy.generate
+
+    async def spy(requests):
+        seen.extend(r.top_p for r in requests)
+        return await real(requests)
+
+    policy.generate = spy
+    r = Runner(policy, build_reward(cfg.reward), cfg)
+    await r.solve(Problem("p", "Compute (3 + 4) * 2.", "14"), "best_of_n", "n=2")
+    assert seen and set(seen) == {0.5}

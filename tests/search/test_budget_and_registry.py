@@ -37,3 +37,12 @@ async def test_budget_exhaustion_ends_cleanly(name, limit):
         assert all(c.terminal and c.answer is not None for c in res.candidates)
         assert res.trajectory in [c.steps for c in res.candidates]
     assert res.compute.cost == ctx.spent.cost and res.problem_id == p.id and res.strategy == name
+
+
+def test_every_strategy_is_registered_whatever_was_imported_first():
+    import subprocess
+    import sys
+
+    code = "from ponder.search import registry; print(registry.get('auto').name, registry.get('probe').name)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.split() == ["auto", "probe"], done.stderr
