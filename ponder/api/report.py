@@ -6,7 +6,6 @@ both from a results file alone.
 
 from __future__ import annotations
 
-import math
 import re
 from collections import defaultdict
 from collections.abc import Iterable
@@ -25,6 +24,7 @@ class Row:
     graded: int = 0  # problems with a reference answer
     correct: int = 0
     errors: int = 0
+    no_answer: int = 0  # searches that ended without an answer (not errors): wrong, but for another reason
     mean_tokens: float = 0.0  # compute cost (the token unit budgets use) per problem
     mean_wall: float = 0.0
     by_level: dict[str, tuple[int, int]] = field(default_factory=dict)  # level -> (correct, graded)
@@ -34,9 +34,25 @@ class Row:
         return self.correct / self.graded if self.graded else None
 
 
-def _level_order(level: str) -> tuple[float, str]:
+_LEVEL_WORDS = {"easy": 0, "medium": 1, "hard": 2}
+
+
+def _level_order(level: str) -> tuple[int, float, str]:
+    """Numbers in numeric order ("Level 2" before "Level 10"), then easy, medium, hard, then
+    any other words alphabetically."""
     m = re.search(r"-?\d+(\.\d+)?", level)
-    return (float(m.group()) if m else math.inf, level)
+    if m:
+        return (0, float(m.group()), level)
+    word = level.strip().lower()
+    if word in _LEVEL_WORDS:
+        return (1, _LEVEL_WORDS[word], level)
+    return (2, 0.0, level)
+
+
+def _no_answer(r: dict[str, Any]) -> bool:
+    """A search that ended without an answer (an error is counted as an error instead)."""
+    stop = r.get("stop_reason")
+    return stop == "no_answer" or ("answer" in r and r["answer"] is None and stop != "error")
 
 
 def summarize(records: Iterable[dict[str, Any]]) -> list[Row]:
@@ -52,6 +68,7 @@ def summarize(records: Iterable[dict[str, Any]]) -> list[Row]:
         levels: dict[str, list[int]] = defaultdict(lambda: [0, 0])
         for r in recs:
             row.errors += r.get("stop_reason") == "error"
+            row.no_answer += _no_answer(r)
             row.mean_tokens += float((r.get("compute") or {}).get("cost", 0.0))
             row.mean_wall += float(r.get("wall_time") or 0.0)
             if r.get("correct") is None:
@@ -98,6 +115,8 @@ def format_table(rows: list[Row]) -> str:
     numeric_from = len(header)  # right-align the numbers
     header += ["n", "acc%", "tokens", "wall s"]
     header += [f"L{lv}" if lv.isdigit() else lv for lv in levels]
+    if any(r.no_answer for r in rows):
+        header.append("no-answer")
     if any(r.errors for r in rows):
         header.append("errors")
     body = []
@@ -110,6 +129,8 @@ def format_table(rows: list[Row]) -> str:
             f"{r.mean_tokens:.0f}",
             f"{r.mean_wall:.2f}",
         ] + [_pct(*r.by_level.get(lv, (0, 0))) for lv in levels]
+        if "no-answer" in header:
+            cells.append(str(r.no_answer))
         if "errors" in header:
             cells.append(str(r.errors))
         body.append(cells)

@@ -14,12 +14,12 @@ deterministically: by the next criterion, then by first appearance in the candid
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from typing import Any
 
 from ponder.search.context import SearchContext
 from ponder.search.types import Candidate, Node, SearchResult
+from ponder.tasks.grading import answer_key
 
 AGGREGATIONS = ("last", "min", "avg", "prod")
 SELECTIONS = ("majority", "prm_max", "prm_vote")
@@ -40,29 +40,10 @@ def aggregate(rewards: Sequence[float] | None, how: str = "last") -> float:
     return float(math.prod(rewards))
 
 
-_NUMBER_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
-
-
 def canonical(answer: str | None) -> str | None:
-    """A comparison key for answers: "$12.0$." and " 12 " both give "12"."""
-    if answer is None:
-        return None
-    s = answer.strip()
-    # Peel surrounding $...$ and a trailing period, in any order, until nothing changes.
-    while True:
-        before = s
-        s = s.rstrip(".").strip()
-        if len(s) >= 2 and s[0] == "$" and s[-1] == "$":
-            s = s[1:-1].strip()
-        if s == before:
-            break
-    s = re.sub(r"\s+", "", s)
-    if _NUMBER_RE.match(s):
-        value = float(s)
-        if math.isfinite(value) and value == int(value) and abs(value) < 1e15:
-            return str(int(value))
-        return repr(value)
-    return s
+    """A comparison key for answers, the equivalence of grading's exact path: "$12.0$." and
+    " 12 " both give "12"; \\frac{1}{2}, \\dfrac{1}{2}, 0.5, 1/2 and \\frac12 all give "0.5"."""
+    return None if answer is None else answer_key(answer)
 
 
 def select(candidates: Sequence[Candidate], how: str = "prm_vote") -> Candidate | None:

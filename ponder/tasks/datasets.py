@@ -22,8 +22,10 @@ the file and line (or row).
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -116,18 +118,18 @@ def _file(spec: str) -> list[Problem]:
 
 
 def _jsonl(path: Path) -> list[Problem]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise DatasetError(f"{path}: not UTF-8 text ({e.reason})") from None
-    return problems_from_jsonl(text, str(path), path.stem)
+    return problems_from_jsonl(path.read_bytes(), str(path), path.stem)
 
 
-def problems_from_jsonl(text: str, source: str, stem: str = "row") -> list[Problem]:
-    """Problems from JSONL text (a file, an upload); errors name `source:line`."""
+def problems_from_jsonl(data: str | bytes, source: str, stem: str = "row") -> list[Problem]:
+    """Problems from JSONL text or UTF-8 bytes (a file, an upload); errors name `source:line`."""
+    text = _decode(data, source) if isinstance(data, bytes) else data
+    text = text.removeprefix("\ufeff")  # a byte-order mark some editors write
     out: list[Problem] = []
     lines: dict[str, int] = {}
-    for index, line in enumerate(text.splitlines()):
+    # Lines end at "\n" only (JSON Lines): splitlines() would also split inside a valid line at
+    # U+2028, U+0085 and other characters JSON strings may hold unescaped.
+    for index, line in enumerate(text.split("\n")):
         if not line.strip():
             continue
         where = f"{source}:{index + 1}"
@@ -135,12 +137,23 @@ def problems_from_jsonl(text: str, source: str, stem: str = "row") -> list[Probl
             row = json.loads(line)
         except json.JSONDecodeError as e:
             raise DatasetError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
+        except ValueError as e:  # an integer longer than Python converts (4,300 digits)
+            raise DatasetError(f"{where}: malformed JSON ({_one_line(e)})") from None
         problem = _to_problem(row, where, f"{stem}-{index}")
         if problem.id in lines:
             raise DatasetError(f"{where}: duplicate id {problem.id!r} (first on line {lines[problem.id]})")
         lines[problem.id] = index + 1
         out.append(problem)
     return out
+
+
+def _decode(data: bytes, source: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise DatasetError(f"{source}:{line}: not UTF-8 text ({e.reason} at byte column {column})") from None
 
 
 def problems_from_rows(rows: Iterable[Mapping[str, Any]], source: str, stem: str = "row") -> list[Problem]:
@@ -212,17 +225,22 @@ def _to_problem(row: Any, where: str, default_id: str) -> Problem:
         raise DatasetError(f"{where}: no 'problem' text")
     ident = next((row[k] for k in _ID_FIELDS if row.get(k) not in (None, "")), default_id)
     meta = {k: v for k, v in row.items() if k not in _KNOWN_FIELDS and _is_scalar(v)}
-    return Problem(
-        id=_text(ident), problem=text, answer=_text(row.get("answer")), level=_text(row.get("level")), meta=meta
-    )
+    answer = _text(row.get("answer"))
+    if answer is not None and not answer.strip():
+        answer = None  # an empty reference is no reference: the problem is unlabelled, not ungradable
+    return Problem(id=_text(ident), problem=text, answer=answer, level=_text(row.get("level")), meta=meta)
 
 
 def _text(value: Any) -> str | None:
-    """Numbers (and anything else) as strings; None stays None."""
+    """Numbers (and anything else) as strings; None stays None. Floats are written out in
+    positional notation (1.5e-07 as "0.00000015"), the way references are compared."""
     if value is None:
         return None
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
+    if isinstance(value, float):
+        if value.is_integer():
+            return str(int(value))
+        if math.isfinite(value):
+            return format(Decimal(repr(value)), "f")
     return value if isinstance(value, str) else str(value)
 
 

@@ -78,3 +78,27 @@ def test_different_configs_and_datasets_are_never_one_row():
     table = format_table(rows).splitlines()
     assert table[0].split()[:4] == ["dataset", "strategy", "budget", "config"]
     assert table[3].split()[:5] == ["a.jsonl", "best_of_n", "n=4", "fp-prmvote", "6"]
+
+
+def test_results_without_an_answer_are_counted_apart():
+    recs = [
+        {**rec("best_of_n", "n=4", "1", True, 100), "answer": "3"},
+        {**rec("best_of_n", "n=4", "1", False, 100), "answer": "4"},
+        {**rec("best_of_n", "n=4", "1", False, 100, stop="no_answer"), "answer": None},
+        {**rec("best_of_n", "n=4", "1", False, 100, stop="budget"), "answer": None},
+        {**rec("best_of_n", "n=4", "1", None, 100, stop="error"), "answer": None},  # an error, not "no answer"
+    ]
+    (row,) = summarize(recs)
+    assert row.no_answer == 2 and row.errors == 1 and row.graded == 4
+    header, _, line = format_table([row]).splitlines()
+    assert header.split()[-2:] == ["no-answer", "errors"] and line.split()[-2:] == ["2", "1"]
+    # older records (no answer field) and tables where every result has an answer: no column
+    assert "no-answer" not in format_table(summarize(RECORDS))
+
+
+def test_levels_in_difficulty_order():
+    recs = [rec("s", "b", lv, True, 1) for lv in ["hard", "easy", "medium", "10", "2", "other", "alpha"]]
+    (row,) = summarize(recs)
+    assert list(row.by_level) == ["2", "10", "easy", "medium", "hard", "alpha", "other"]
+    header = format_table([row]).splitlines()[0].split()
+    assert header[-7:] == ["L2", "L10", "easy", "medium", "hard", "alpha", "other"]

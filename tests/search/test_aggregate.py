@@ -24,7 +24,7 @@ def test_aggregations():
 @pytest.mark.parametrize(
     "raw, want",
     [("12", "12"), (" 12.0 ", "12"), ("$12$.", "12"), ("$ 12.00 $", "12"), ("-3.0", "-3"), ("0.50", "0.5"),
-     ("1 / 2", "1/2"), ("\\frac{1}{2}.", "\\frac{1}{2}"), ("x = 4", "x=4")],
+     ("1 / 2", "0.5"), ("\\frac{1}{2}.", "0.5"), ("\\frac{1}{3}", "1/3"), ("x = 4", "x=4"), ("\\sqrt{2}", "\\sqrt{2}")],
 )
 def test_canonical(raw, want):
     assert canonical(raw) == want
@@ -75,6 +75,19 @@ def test_unknown_selection_is_a_clear_error():
 
 def test_vote_counts_groups_canonical_forms():
     assert vote_counts([cand("4", 0), cand("4.0", 0), cand("$4$", 0), cand(None, 0), cand("5", 0)]) == {"4": 3, "5": 1}
+
+
+HALVES = ["\\frac{1}{2}", "\\dfrac{1}{2}", "0.5", "1/2", "\\frac12"]
+
+
+def test_votes_group_equivalent_answers_not_strings():
+    assert vote_counts([cand(h, 0) for h in HALVES]) == {"0.5": 5}
+    assert vote_counts([cand("52_8", 0), cand("52_{8}", 0), cand("52_9", 0)]) == {"52_8": 2, "52_9": 1}
+    # five ways of writing one half outvote two (identical) thirds, and outweigh them too
+    cands = [cand("1/3", 0.6), cand("1/3", 0.6)] + [cand(h, 0.3) for h in HALVES]
+    assert canonical(select(cands, "majority").answer) == "0.5"
+    assert canonical(select(cands, "prm_vote").answer) == "0.5"  # 1.5 > 1.2
+    assert select(cands, "prm_max").answer == "1/3"
 
 
 def test_softmax():

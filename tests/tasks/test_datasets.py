@@ -241,3 +241,47 @@ def test_dataset_dict_split_choice() -> None:
     assert ds._one_split(datasets.DatasetDict({"train": one, "test": one}), "x") is one
     with pytest.raises(DatasetError, match="several splits"):
         ds._one_split(datasets.DatasetDict({"train": one, "dev": one}), "x")
+
+
+# -- JSONL edge cases ------------------------------------------------------------------------------
+
+
+def test_jsonl_with_a_byte_order_mark(tmp_path: Path) -> None:
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + (json.dumps(ROWS[0]) + "\n").encode())
+    assert [p.id for p in load_problems(str(path))] == ["a"]
+    assert [p.id for p in ds.problems_from_jsonl("\ufeff" + json.dumps(ROWS[0]), "upload")] == ["a"]
+
+
+def test_jsonl_lines_may_hold_unicode_line_separators(tmp_path: Path) -> None:
+    rows = [{"problem": "one\u2028two", "answer": "1"}, {"problem": "three\x85four", "answer": "2"}]
+    path = tmp_path / "seps.jsonl"
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    problems = load_problems(str(path))
+    assert [p.problem for p in problems] == ["one\u2028two", "three\x85four"]
+    assert [p.id for p in problems] == ["seps-0", "seps-1"]
+
+
+def test_non_utf8_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes((json.dumps(ROWS[0]) + "\n").encode() + '{"problem": "caf\u00e9"}\n'.encode("latin-1"))
+    with pytest.raises(DatasetError, match=r"latin1.jsonl:2: not UTF-8 text") as e:
+        load_problems(str(path))
+    assert "\n" not in str(e.value)
+    with pytest.raises(DatasetError, match=r"upload:1: not UTF-8 text"):
+        ds.problems_from_jsonl(b'{"problem": "\xff"}', "upload")
+
+
+def test_empty_answer_is_unlabelled_and_floats_are_positional(tmp_path: Path) -> None:
+    rows = [{"problem": "p", "answer": ""}, {"problem": "q", "answer": "  "}, {"problem": "r", "answer": 1.5e-7},
+            {"problem": "s", "answer": 2.5}, {"problem": "t", "answer": 1e20}]
+    problems = load_problems(str(write_jsonl(tmp_path / "answers.jsonl", rows)))
+    assert [p.answer for p in problems] == [None, None, "0.00000015", "2.5", "100000000000000000000"]
+
+
+def test_an_integer_too_long_for_python_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "huge.jsonl"
+    path.write_text('{"problem": "p", "answer": ' + "1" * 5000 + "}\n")
+    with pytest.raises(DatasetError, match=r"huge.jsonl:1: malformed JSON") as e:
+        load_problems(str(path))
+    assert "\n" not in str(e.value) and len(str(e.value)) < 400
