@@ -362,8 +362,7 @@ class Ingress:
             if ctype in ("application/jsonl", "application/x-ndjson", "application/x-jsonlines", "text/plain"):
                 body = JobBody(strategies=q.getlist("strategy") or None, budgets=q.getlist("budget") or None,
                                job_budget=q.get("job_budget"), name=q.get("name", ""))
-                text = raw.decode("utf-8")
-                problems = problems_from_jsonl(text, "upload")
+                problems = problems_from_jsonl(raw, "upload")  # bytes: a non-UTF-8 line is named
                 source = "upload"
             else:
                 body = validate(JobBody, parse_json(raw))
@@ -374,8 +373,6 @@ class Ingress:
                     problems, source = problems_from_rows(body.rows, "rows"), "upload"
                 else:
                     problems, source = await asyncio.to_thread(load_problems, body.dataset, body.limit), body.dataset
-        except UnicodeDecodeError:
-            raise BadRequest("the uploaded dataset is not UTF-8 text") from None
         except DatasetError as e:
             raise BadRequest(str(e), param="rows") from None
         except OSError as e:

@@ -99,13 +99,20 @@ def strategy_params(strategies: list[registry.Strategy], budgets: list[Budget], 
 
 
 def check_model_paths(config: PonderConfig) -> None:
+    """The engines' kinds and model directories, before anything is printed or started."""
+    from ponder.actors.factory import ENGINES
+
     for role, engine in (("policy", config.policy), ("reward", config.reward)):
+        if engine.kind not in ENGINES:
+            raise CliError(f"unknown engine kind {engine.kind!r} for the {role} (known: {', '.join(ENGINES)})")
         if engine.kind == "hf" and engine.path is not None:
             p = Path(engine.path)
             if not p.is_dir():
                 raise CliError(f"{role} model directory not found: {p}")
             if not os.access(p, os.R_OK | os.X_OK):
                 raise CliError(f"{role} model directory is not readable: {p}")
+            if not (p / "config.json").is_file():
+                raise CliError(f"{role} model directory {p} holds no model (no config.json)")
 
 
 def make_runner(config: PonderConfig) -> Any:
@@ -189,18 +196,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
         store: ResultStore = open_store(out_path) if out_path else MemoryStore()
     except StoreError as e:
         raise CliError(_one_line(e)) from None
+    check_model_paths(config)
     for warning in store.warnings:
         print(f"ponder: warning: {warning}", file=sys.stderr)
 
     # 2. Work out what is left to do (before any engine starts: a finished eval starts nothing).
     queue = LocalQueue(items, store, spec.max_attempts)
     total = len(queue.pending)
+    runner = make_runner(config) if total else None  # its failure is the only line, if it fails
     print(
         f"ponder: {len(problems)} problems x {len(spec.strategies)} strategies x {len(spec.budgets)} budgets"
         + (f"; {queue.already} already in {out_path}, {total} to run" if queue.already else f"; {total} to run"),
         file=sys.stderr,
     )
-    runner = make_runner(config) if total else None
 
     # 3. Run, appending each result as it finishes.
     try:

@@ -6,10 +6,12 @@ the children with the PRM, evaluate the best of them (its step reward is the val
 the value up the path. Priors are uniform or the children's normalised PRM rewards; an unvisited
 child's Q is its own PRM reward.
 
-`parallel` simulations run at once, so the scheduler can batch their expansions. Each one puts
-a virtual loss on its path while it is in flight (pending visits of value 0), which steers the
-others elsewhere, and takes it off when it backs up. A simulation that reaches a leaf another
-one is expanding waits for that expansion and descends again instead of expanding it twice.
+Simulations run in waves of `parallel`, so the scheduler can batch their expansions: the
+wave's simulations descend one after another, each putting a virtual loss on its path (pending
+visits of value 0) that steers the next ones elsewhere; their leaves are expanded together; then
+they back up in order and the virtual losses come off. A wave ends early when a descent reaches
+a leaf the wave already holds. The tree after each wave depends only on the engines' answers,
+never on which answer came back first, so a search's result does not depend on timing.
 
 At the end the search commits to the most-visited path, as AlphaZero picks its move, and unless
 it already ends in a finished solution completes it greedily; that completion is an answer
@@ -63,7 +65,6 @@ class Stats:
     value_sum: float = 0.0
     in_flight: int = 0  # simulations whose path goes through here (virtual loss)
     children: list[Node] | None = None  # None until expanded
-    expanding: asyncio.Event | None = None
     dead: bool = False  # expansion gave nothing and nothing below can be visited
 
 
@@ -120,49 +121,47 @@ class Tree:
             if all(stats(c).dead for c in stats(node).children or []):
                 stats(node).dead = True
 
-    async def simulate(self, index: int) -> bool:
-        """One simulation; False when the tree has nothing left to visit."""
-        while True:
+    def claim(self, k: int) -> list[list[Node]]:
+        """Up to `k` paths to distinct leaves, each descent under the virtual loss of the ones
+        before it (the caller takes the losses off)."""
+        wave: list[list[Node]] = []
+        held: set[int] = set()
+        while len(wave) < k:
             path = self.descend()
-            if path is None:
-                return False
-            st = stats(path[-1])
-            if st.expanding is not None and not st.expanding.is_set():
-                await st.expanding.wait()  # another simulation is expanding this leaf
-                continue
-            break
-        for node in path:
-            stats(node).in_flight += 1
-        visited = list(path)
-        try:
-            leaf = path[-1]
-            if not leaf.terminal:
-                st.expanding = asyncio.Event()
-                try:
-                    [children] = await self.ctx.expand([leaf], self.cfg.expand_width)
-                    await self.ctx.score(children)
-                    self.set_priors(children)
-                    st.children = children
-                finally:
-                    st.expanding.set()
-                if not children:  # budget spent (or the policy gave nothing): no value to back up
-                    self.mark_dead(path)
-                    return True
-                visited.append(max(children, key=lambda c: aggregate(c.rewards, "last")))
-            end = visited[-1]
-            value = aggregate(end.rewards, "last")
-            stats(end).own_visits += 1
-            for node in visited:
-                stats(node).visits += 1
-                stats(node).value_sum += value
-            in_flight = stats(self.root).in_flight
-            self.trace.append(
-                {"sim": index, "depth": end.depth, "value": value, "terminal": end.terminal, "in_flight": in_flight}
-            )
-            return True
-        finally:
+            if path is None or path[-1].id in held:
+                break
             for node in path:
-                stats(node).in_flight -= 1
+                stats(node).in_flight += 1
+            held.add(path[-1].id)
+            wave.append(path)
+        return wave
+
+    async def expand_leaf(self, path: list[Node]) -> list[Node] | None:
+        """The leaf's scored children (None for a finished solution, [] when nothing came)."""
+        leaf = path[-1]
+        if leaf.terminal:
+            return None
+        [children] = await self.ctx.expand([leaf], self.cfg.expand_width)
+        await self.ctx.score(children)
+        self.set_priors(children)
+        stats(leaf).children = children
+        return children
+
+    def backup(self, index: int, path: list[Node], children: list[Node] | None) -> None:
+        if children is not None and not children:  # budget spent (or the policy gave nothing)
+            self.mark_dead(path)
+            return
+        visited = list(path)
+        if children:
+            visited.append(max(children, key=lambda c: aggregate(c.rewards, "last")))
+        end = visited[-1]
+        value = aggregate(end.rewards, "last")
+        stats(end).own_visits += 1
+        for node in visited:
+            stats(node).visits += 1
+            stats(node).value_sum += value
+        self.trace.append({"sim": index, "depth": end.depth, "value": value, "terminal": end.terminal,
+                           "in_flight": stats(self.root).in_flight})
 
     def set_priors(self, children: list[Node]) -> None:
         rewards = [aggregate(c.rewards, "last") for c in children]
@@ -172,20 +171,19 @@ class Tree:
 
     async def run(self) -> None:
         started = 0
-
-        async def worker() -> None:
-            nonlocal started
-            while started < self.cfg.n and not self.ctx.should_stop():
-                started += 1
-                if not await self.simulate(started - 1):
-                    return
-
-        workers = [asyncio.ensure_future(worker()) for _ in range(self.cfg.parallel)]
-        try:
-            await asyncio.gather(*workers)
-        finally:  # if one simulation fails, stop the others too (their virtual losses come off)
-            for w in workers:
-                w.cancel()
+        while started < self.cfg.n and not self.ctx.should_stop():
+            wave = self.claim(min(self.cfg.parallel, self.cfg.n - started))
+            if not wave:
+                break
+            try:
+                outcomes = await asyncio.gather(*(self.expand_leaf(path) for path in wave))
+                for path, children in zip(wave, outcomes):  # in claim order, not arrival order
+                    self.backup(started, path, children)
+                    started += 1
+            finally:  # also when an expansion failed: the virtual losses come off
+                for path in wave:
+                    for node in path:
+                        stats(node).in_flight -= 1
         await self.complete_most_visited()
 
     async def complete_most_visited(self) -> None:

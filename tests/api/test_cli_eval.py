@@ -246,8 +246,9 @@ def test_calibrate_hands_problems_runner_budgets_and_strategies_to_the_scheduler
 
     seen = {}
 
-    async def calibrate(problems, runner, budgets, strategies):
-        seen.update(problems=problems, runner=runner, budgets=[b.label() for b in budgets], strategies=strategies)
+    async def calibrate(problems, runner, budgets, strategies, probe_samples, base, params):
+        seen.update(problems=problems, runner=runner, budgets=[b.label() for b in budgets], strategies=strategies,
+                    probe_samples=probe_samples, params=params)
         return {"easy": "best_of_n"}
 
     monkeypatch.setitem(sys.modules, "ponder.scheduler.calibrate", types.SimpleNamespace(calibrate=calibrate))
@@ -256,6 +257,7 @@ def test_calibrate_hands_problems_runner_budgets_and_strategies_to_the_scheduler
     assert cli.main([*argv, "--out", str(out), *engine]) == 0
     assert [p.id for p in seen["problems"]] == [f"arith-0-{i}" for i in range(4)]
     assert seen["budgets"] == ["n=4", "n=8"] and seen["strategies"] == ["dvts"]
+    assert seen["probe_samples"] == 4 and seen["params"] == {"dvts": {}}
     assert hasattr(seen["runner"], "run")
     assert out.read_text() == "easy: best_of_n\n"
     assert f"scheduler.allocation_table={out}" in capsys.readouterr().out
