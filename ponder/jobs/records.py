@@ -28,7 +28,8 @@ def make_record(
     *, dataset: str | None = None, job: str | None = None, attempts: int = 1,
 ) -> dict[str, Any]:
     correct = result.correct
-    if correct is None and problem.answer is not None and result.stop_reason not in ("error", "cancelled"):
+    if (correct is None and problem.answer is not None and result.stop_reason not in ("error", "cancelled")
+            and "grading" not in result.meta):  # "grading": the runner tried and could not decide
         from ponder.tasks.grading import grade
 
         correct = result.answer is not None and grade(result.answer, problem.answer)

@@ -29,7 +29,7 @@ from ponder.scheduler.interface import SchedulerAPI, group_label
 from ponder.scheduler.ledger import Account, TokenLedger
 from ponder.search import registry
 from ponder.search.types import Problem, SearchResult
-from ponder.tasks.grading import grade
+from ponder.tasks.grading import DEFAULT_TIMEOUT_S, verdict
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -253,7 +253,10 @@ class Runner(SchedulerAPI):
             result.meta["grant"] = account.granted
             result.meta["refund"] = refund
         if problem.answer is not None and result.stop_reason != "cancelled":
-            result.correct = result.answer is not None and await asyncio.to_thread(grade, result.answer, problem.answer)
+            v = await asyncio.to_thread(verdict, result.answer, problem.answer) if result.answer is not None else False
+            result.correct = v
+            if v is None:  # a runaway comparison was cut off: ungraded, not wrong
+                result.meta["grading"] = f"not graded: the comparison ran over {DEFAULT_TIMEOUT_S:g} s"
         return result
 
     async def _search(self, strat: registry.Strategy, problem: Problem, ctx: EngineContext, cfg: Any,

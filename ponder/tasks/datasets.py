@@ -60,6 +60,9 @@ def load_problems(spec: str, limit: int | None = None) -> list[Problem]:
 # -- arith:N ------------------------------------------------------------------------------------
 
 
+MAX_ARITH = 10_000_000
+
+
 def _arith(spec: str, limit: int | None) -> list[Problem]:
     count, *options = spec.split(":")[1:]
     try:
@@ -68,6 +71,8 @@ def _arith(spec: str, limit: int | None) -> list[Problem]:
         raise DatasetError(f"bad dataset spec {spec!r}: use arith:N[:seed=S][:levels=1-5]") from None
     if n <= 0:
         raise DatasetError(f"bad dataset spec {spec!r}: N must be positive")
+    if n > MAX_ARITH:  # generated in memory before anything runs: 10^9 only grows until killed
+        raise DatasetError(f"bad dataset spec {spec!r}: at most {MAX_ARITH:,} generated problems")
     seed, levels = 0, tuple(LEVELS)
     for option in options:
         key, eq, value = option.partition("=")

@@ -232,6 +232,12 @@ def grade(predicted: str | None, reference: str | None, timeout_s: float = DEFAU
     Either may be bare ("\\frac{1}{2}"), in $...$ or \\boxed{}, or a whole solution. Safe to
     call from any thread; math-verify gets at most `timeout_s` (after waiting for a free worker).
     """
+    return bool(verdict(predicted, reference, timeout_s))
+
+
+def verdict(predicted: str | None, reference: str | None, timeout_s: float = DEFAULT_TIMEOUT_S) -> bool | None:
+    """`grade`, but None when math-verify could not decide within `timeout_s` (a runaway
+    computation): the caller can say the record is ungraded instead of wrong."""
     fast = _exact_grade(predicted, reference)
     if fast is not None:
         return fast
@@ -244,7 +250,7 @@ async def grade_async(predicted: str | None, reference: str | None, timeout_s: f
     fast = _exact_grade(predicted, reference)
     if fast is not None:
         return fast
-    return await asyncio.to_thread(_math_verify, predicted, reference, timeout_s)  # type: ignore[arg-type]
+    return bool(await asyncio.to_thread(_math_verify, predicted, reference, timeout_s))  # type: ignore[arg-type]
 
 
 def _exact_grade(predicted: str | None, reference: str | None) -> bool | None:
@@ -271,7 +277,7 @@ def _for_math_verify(answer: str) -> str:
     return s if ("$" in s or "\\boxed" in s) else f"${s}$"
 
 
-def _math_verify(predicted: str, reference: str, timeout_s: float) -> bool:
+def _math_verify(predicted: str, reference: str, timeout_s: float) -> bool | None:
     try:
         return _pool().verify(_for_math_verify(predicted), _for_math_verify(reference), timeout_s)
     except Exception as e:  # no worker could start: say so, and do not take the run down
@@ -337,7 +343,7 @@ class _Pool:
         self.cond = threading.Condition()
         self.pid = os.getpid()
 
-    def verify(self, predicted: str, reference: str, timeout_s: float) -> bool:
+    def verify(self, predicted: str, reference: str, timeout_s: float) -> bool | None:
         worker = self._take()
         verdict = worker.ask(predicted, reference, timeout_s)
         if verdict is None:
@@ -348,7 +354,7 @@ class _Pool:
             else:
                 self.idle.append(worker)
             self.cond.notify()
-        return bool(verdict)
+        return verdict
 
     def _take(self) -> _Worker:
         with self.cond:

@@ -285,3 +285,14 @@ def test_an_integer_too_long_for_python_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match=r"huge.jsonl:1: malformed JSON") as e:
         load_problems(str(path))
     assert "\n" not in str(e.value) and len(str(e.value)) < 400
+
+
+def test_a_generated_dataset_beyond_the_machine_is_refused_at_once():
+    import time
+
+    from ponder.tasks.datasets import DatasetError, load_problems
+
+    t0 = time.perf_counter()
+    with pytest.raises(DatasetError, match="at most"):
+        load_problems("arith:1000000000")
+    assert time.perf_counter() - t0 < 1.0

@@ -65,7 +65,7 @@ def test_a_runaway_answer_does_not_stall_the_runner() -> None:
         from ponder.tasks import grading
         from tests.search.fakes import FakePolicy, FakePRM, problems
 
-        runner_mod.grade = functools.partial(grading.grade, timeout_s={LIMIT_S})
+        runner_mod.verdict = functools.partial(grading.verdict, timeout_s={LIMIT_S})
 
         async def main():
             ps = problems(12, level=1)
@@ -83,14 +83,17 @@ def test_a_runaway_answer_does_not_stall_the_runner() -> None:
                     last = now
 
             ticker = asyncio.create_task(tick())
-            out = {{p.id: res.correct async for p, res in r.run(ps, "best_of_n", "n=2")}}
+            res = {{p.id: res async for p, res in r.run(ps, "best_of_n", "n=2")}}
+            out = {{k: v.correct for k, v in res.items()}}
             ticker.cancel()
-            print(json.dumps([len(out), sum(bool(c) for c in out.values()), max(gaps)]))
+            print(json.dumps([len(out), sum(bool(c) for c in out.values()), max(gaps),
+                              out[ps[3].id], res[ps[3].id].meta.get("grading")]))
 
         asyncio.run(main())
     """
-    results, correct, worst_gap = run_child(script, deadline_s=60)  # type: ignore[misc]
+    results, correct, worst_gap, runaway, note = run_child(script, deadline_s=60)  # type: ignore[misc]
     assert results == 12 and correct == 11
+    assert runaway is None and "not graded" in note  # ungraded and said so, not counted wrong
     assert worst_gap < 0.5, f"the event loop stalled for {worst_gap:.2f} s"
 
 
