@@ -229,6 +229,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     records = [r for r in store.records() if record_key(r) in queue.keys]
     rows = report.summarize(records)
     print(report.format_table(rows))
+    print(report.LEGEND, file=sys.stderr)
     if args.plot:
         report.plot(rows, args.plot, title=f"{Path(args.dataset).name}: accuracy versus compute")
         print(f"plot: {args.plot}", file=sys.stderr)
@@ -743,6 +744,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise CliError(f"results file {path} has no results")
     rows = report.summarize(records)
     print(report.format_table(rows))
+    print(report.LEGEND, file=sys.stderr)
     if args.plot:
         report.plot(rows, args.plot, title=f"{path.name}: accuracy versus compute")
         print(f"plot: {args.plot}", file=sys.stderr)

@@ -104,6 +104,13 @@ def _pct(correct: int, total: int) -> str:
     return f"{100 * correct / total:.1f}" if total else "-"
 
 
+# Strategies that draw one sample whatever width the budget names (the row says so).
+ONE_SAMPLE = {"greedy"}
+
+LEGEND = ("acc%: graded results right; tokens: mean cost per problem (policy tokens + PRM tokens x "
+          "scheduler.prm_cost_ratio); wall s: mean seconds per search; L1..: accuracy by level")
+
+
 def format_table(rows: list[Row]) -> str:
     """A plain-text table; accuracy columns are percentages, one per difficulty level."""
     if not rows:
@@ -121,7 +128,8 @@ def format_table(rows: list[Row]) -> str:
         header.append("errors")
     body = []
     for r in rows:
-        cells = ([r.dataset or "?"] if several_data else []) + [r.strategy, r.budget]
+        budget = "1 sample" if r.strategy in ONE_SAMPLE and r.budget.startswith("n=") and "," not in r.budget else r.budget
+        cells = ([r.dataset or "?"] if several_data else []) + [r.strategy, budget]
         cells += [r.fingerprint or "?"] if several_cfg else []
         cells += [
             str(r.problems),
