@@ -52,24 +52,36 @@ def test_strategies_as_a_process(run_ponder):
     assert done.returncode == 0 and "\nbest_of_n" in done.stdout and "    n: " in done.stdout
 
 
-def test_ctrl_c_leaves_a_valid_file_that_resumes(tmp_path):
+def slow_eval_args(out) -> list[str]:
     # Always the fake engine: its `delay` option makes the run slow enough to interrupt.
-    out = tmp_path / "r.jsonl"
     args = [*ponder_command("fake"), "eval", "--dataset", "arith:30", "--budget", "n=2", "--quiet", "--out", str(out)]
     args += ["--set", "policy.kind=fake", "--set", "reward.kind=fake", "--set", "policy.options.delay=[0.05,0.1]"]
-    args += ["--address", "inprocess"]
-    slow = [*args, "--set", "scheduler.max_concurrent_searches=2"]
-    proc = subprocess.Popen(slow, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return [*args, "--address", "inprocess"]
+
+
+def interrupt_after_two_records(args: list[str], out, signals: int = 1) -> tuple[int, str]:
+    """Run, send SIGINT `signals` times once two records are written; (exit code, stderr)."""
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
         while (not out.exists() or out.read_text().count("\n") < 2) and time.monotonic() < deadline:
             time.sleep(0.02)
-        proc.send_signal(signal.SIGINT)
+        for i in range(signals):
+            if i:
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, err
+    return proc.returncode, err
+
+
+def test_ctrl_c_leaves_a_valid_file_that_resumes(tmp_path):
+    out = tmp_path / "r.jsonl"
+    args = slow_eval_args(out)
+    code, err = interrupt_after_two_records([*args, "--set", "scheduler.max_concurrent_searches=2"], out)
+    assert code == 130, err
     assert "interrupted" in err and "resume" in err
     text = out.read_text()
     assert text.endswith("\n")
@@ -84,21 +96,8 @@ def test_ctrl_c_leaves_a_valid_file_that_resumes(tmp_path):
 
 def test_double_ctrl_c_says_interrupted_once_and_no_traceback(tmp_path):
     out = tmp_path / "r.jsonl"
-    args = [*ponder_command("fake"), "eval", "--dataset", "arith:30", "--budget", "n=2", "--quiet", "--out", str(out),
-            "--set", "policy.kind=fake", "--set", "reward.kind=fake", "--set", "policy.options.delay=[0.05,0.1]",
-            "--set", "scheduler.max_concurrent_searches=2", "--address", "inprocess"]
-    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 30
-        while (not out.exists() or out.read_text().count("\n") < 2) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGINT)
-        time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, err
+    args = [*slow_eval_args(out), "--set", "scheduler.max_concurrent_searches=2"]
+    code, err = interrupt_after_two_records(args, out, signals=2)
+    assert code == 130, err
     assert err.count("ponder: interrupted") == 1 and "Traceback" not in err, err
     assert out.read_text().endswith("\n")
