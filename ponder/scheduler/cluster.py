@@ -37,6 +37,8 @@ def ensure_ray(cluster: ClusterConfig, **init_kw: Any) -> None:
             kw.setdefault("dashboard_host", "127.0.0.1")
         ray.init(**kw)
     else:
+        if cluster.address == "auto":
+            _one_local_cluster()
         _check_reachable(cluster.address)
         host = cluster.address.split("://", 1)[-1].rpartition(":")[0]
         if host in ("127.0.0.1", "localhost"):
@@ -50,6 +52,20 @@ def ensure_ray(cluster: ClusterConfig, **init_kw: Any) -> None:
                 " (if the cluster uses Ray's token authentication, put its token in ~/.ray/auth_token"
                 " or RAY_AUTH_TOKEN and set RAY_AUTH_MODE=token)")
             raise ConfigError(f"cannot connect to the Ray cluster at {cluster.address!r}: {e}{hint}") from None
+
+
+def _one_local_cluster() -> None:
+    """`auto` means the one Ray cluster this machine runs; with several, Ray would pick one
+    silently, so say which there are instead."""
+    try:
+        from ray._private.services import find_gcs_addresses  # Ray's own discovery (not public API)
+
+        found = sorted(find_gcs_addresses())
+    except Exception:  # a Ray without it: let ray.init decide
+        return
+    if len(found) > 1:
+        raise ConfigError(f"--address auto: {len(found)} Ray clusters run on this machine ({', '.join(found)}); "
+                          "pass one of them as --address HOST:PORT")
 
 
 def _have_ray_token() -> bool:
