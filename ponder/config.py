@@ -189,6 +189,11 @@ class ApiConfig:
     max_replicas: int = 4
     target_ongoing_requests: int = 64
 
+    def admission(self) -> dict[str, int]:
+        """The admission limits, as the scheduler takes them (`AdmissionLimits`)."""
+        return {"max_running": self.max_running, "max_queued": self.max_queued,
+                "tenant_max_running": self.tenant_max_running, "tenant_max_queued": self.tenant_max_queued}
+
     def validate(self) -> None:
         if not (0 < int(self.port) < 65536):
             raise ConfigError(f"api.port must be in 1..65535, got {self.port}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ponder.api.cli import check_types
+from ponder.config import check_types
 from ponder.config import Budget, ConfigError, PonderConfig
 
 REPO = Path(__file__).resolve().parents[1]

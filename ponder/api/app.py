@@ -110,10 +110,10 @@ class Ingress:
         self.names = (scheduler, owner)
         self.tokens = tokens if tokens is not None else load_tokens(self.config.api)
         self.redis_url = redis_url
-        from ponder.tasks.forms import problem_form
+        from ponder.tasks.forms import policy_form
 
         # A model that reads one problem form (the shipped arithmetic models) gets user text in it.
-        self.form = problem_form(self.config.policy.path) if self.config.policy.kind == "hf" else None
+        self.form = policy_form(self.config.policy)
         self._runner: Any = None
         self._connecting: asyncio.Lock | None = None
         self._jobs: Any = None
@@ -132,10 +132,8 @@ class Ingress:
                     from ponder.scheduler.scheduler import RemoteRunner
 
                     runner = await RemoteRunner.connect(runner_config(self.config), *self.names)
-                    a = self.config.api
-                    await runner.set_admission({"max_running": a.max_running, "max_queued": a.max_queued,
-                                                "tenant_max_running": a.tenant_max_running,
-                                                "tenant_max_queued": a.tenant_max_queued})
+                    # The scheduler may have been started by the job worker: serve with this config's limits.
+                    await runner.set_admission(self.config.api.admission())
                     self._runner = runner
         return self._runner
 

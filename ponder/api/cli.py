@@ -36,7 +36,7 @@ from ponder.jobs.store import (
     open_store,
     record_key,
 )
-from ponder.config import IN_PROCESS, Budget, ConfigError, PonderConfig, check_types  # noqa: F401  (check_types: re-exported)
+from ponder.config import IN_PROCESS, Budget, ConfigError, PonderConfig
 from ponder.search import registry
 from ponder.search.types import Candidate, Compute, Problem, SearchResult
 
@@ -561,9 +561,9 @@ def cmd_solve(args: argparse.Namespace) -> int:
     text = args.problem.strip()
     if not text:
         raise CliError("the problem text is empty", USAGE)
-    from ponder.tasks.forms import prepare, problem_form
+    from ponder.tasks.forms import policy_form, prepare
 
-    prepared = prepare(text, problem_form(config.policy.path) if config.policy.kind == "hf" else None)
+    prepared = prepare(text, policy_form(config.policy))
     if prepared.notice:
         print(f"ponder: {prepared.notice}", file=sys.stderr)
     problem = Problem(id="cli", problem=prepared.text, answer=args.reference)

@@ -22,7 +22,6 @@ from typing import Any
 from ponder.config import Budget, PonderConfig
 from ponder.scheduler import auto as _auto  # noqa: F401  (registers strategy "auto")
 from ponder.scheduler.admission import Admission, AdmissionLimits, Overloaded
-from ponder.scheduler.allocation import AllocationTable
 from ponder.scheduler.batcher import JOB_WORK, BatchedPolicy, BatchedReward
 from ponder.scheduler.context import EngineContext
 from ponder.scheduler.interface import SchedulerAPI, group_label
@@ -86,10 +85,8 @@ class Runner(SchedulerAPI):
         window = sc.batch_window_ms / 1000.0
         self.policy = BatchedPolicy(policy_engine, sc.max_batch, window, self._capacity(policy_engine))
         self.reward = BatchedReward(reward_engine, sc.max_batch, window, self._capacity(reward_engine))
-        a = self.config.api
-        self.admission = Admission(AdmissionLimits(a.max_running, a.max_queued, a.tenant_max_running, a.tenant_max_queued))
+        self.admission = Admission(AdmissionLimits(**self.config.api.admission()))
         self.started = time.perf_counter()
-        self._table: AllocationTable | None = None
         self.ledger: TokenLedger | None = None  # the ledger of the latest run(), for stats
         self.searches = {"started": 0, "finished": 0, "errors": 0, "cancelled": 0}
         self.tokens = {"policy": 0, "prm": 0, "cost": 0.0}  # spent by every finished search
@@ -105,12 +102,6 @@ class Runner(SchedulerAPI):
             return None  # an in-process engine: no replicas to queue in front of
         per = self.config.cluster.max_inflight_per_replica
         return lambda: max(1, engine.size) * per
-
-    @property
-    def allocation(self) -> AllocationTable:
-        if self._table is None:
-            self._table = AllocationTable.load(self.config.scheduler.allocation_table)
-        return self._table
 
     def make_context(self, problem: Problem, tokens: float, **kw: Any) -> EngineContext:
         s = self.config.search

@@ -13,7 +13,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ponder.config import EngineConfig
+
 FORM_FILE = "ponder_task.json"
+
+
+def policy_form(policy: EngineConfig) -> str | None:
+    """The form a policy engine's model declares; only local model directories (hf) can say."""
+    return problem_form(policy.path) if policy.kind == "hf" else None
 
 
 def problem_form(model_dir: str | None) -> str | None:

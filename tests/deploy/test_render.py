@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ponder.api.cli import build_parser, check_types, main
+from ponder.api.cli import build_parser, main
+from ponder.config import check_types
 from ponder.config import MODELS_DIR, DeployConfig, PonderConfig
 from ponder.deploy import render
 from ponder.deploy.checks import SCHEDULER_STRATEGIES, known_strategies
