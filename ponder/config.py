@@ -63,6 +63,9 @@ class SchedulerConfig:
     max_batch: int = 64
     max_concurrent_searches: int = 32
     prm_cost_ratio: float = 1.0  # one PRM token costs this many policy tokens
+    # A prompt token an engine reused from its prefix cache costs this many computed ones
+    # (0: a cache hit is free, as vLLM's prefix cache; 1: charge as if nothing were cached).
+    cache_discount: float = 0.0
     allocation_table: str | None = None  # file written by `ponder calibrate`; None: the shipped default
     probe_samples: int = 4  # difficulty probe width
     job_budget: float | None = None  # an eval job's total tokens for `auto`; None: per-query budget x problems
@@ -76,6 +79,7 @@ class SchedulerConfig:
         _at_least("scheduler.max_batch", self.max_batch, 1)
         _at_least("scheduler.max_concurrent_searches", self.max_concurrent_searches, 1)
         _finite("scheduler.prm_cost_ratio", self.prm_cost_ratio, 0.0)
+        _finite("scheduler.cache_discount", self.cache_discount, 0.0, hi=1.0)
         _at_least("scheduler.probe_samples", self.probe_samples, 1)
         if self.max_inflight_calls is not None:
             _at_least("scheduler.max_inflight_calls", self.max_inflight_calls, 1)

@@ -41,6 +41,13 @@ class GeneratedStep:
     text: str  # the step without the delimiter
     tokens: int  # policy tokens generated for it
     finished: bool  # the solution ended here (end of sequence or final answer given)
+    # Prefill accounting (see `Compute`): the context this step was generated from (problem and
+    # earlier steps, as the engine tokenises it) and how much of it the engine reused from a
+    # prefix cache instead of computing. The n samples of one request share one prefill, so
+    # every sample after the first reports its whole prompt as reused. Engines that cannot tell
+    # report 0 for both (the prompt is then not charged at all, as before).
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
 
 
 @dataclass
@@ -53,7 +60,8 @@ class ScoreRequest:
 @dataclass
 class ScoreResult:
     rewards: list[float]  # one per step, in [0, 1]: P(solution still correct after this step)
-    tokens: int  # PRM tokens processed
+    tokens: int  # PRM tokens the request covers (the whole sequence read)
+    cached_tokens: int = 0  # of `tokens`, the prefix reused from the engine's cache (not computed)
 
 
 @dataclass

@@ -58,6 +58,7 @@ def config_fingerprint(config: PonderConfig, strategy: str, params: dict[str, An
         },
         "scheduler": {
             "prm_cost_ratio": sc.prm_cost_ratio,
+            **({"cache_discount": sc.cache_discount} if sc.cache_discount else {}),  # old keys stay valid
             "allocation_table": _file_digest(sc.allocation_table),  # its content: calibrate rewrites it
             "probe_samples": sc.probe_samples,
             "job_budget": getattr(sc, "job_budget", None),  # the ledger's total for `auto`

@@ -31,6 +31,7 @@ class EngineContext(SearchContext):
         *,
         limit: float = math.inf,
         prm_cost_ratio: float = 1.0,
+        cache_discount: float = 0.0,
         temperature: float = 0.8,
         top_p: float = 1.0,
         max_step_tokens: int = 48,
@@ -45,6 +46,7 @@ class EngineContext(SearchContext):
         self.reward = reward
         self.limit = limit  # the grant; the scheduler may raise or lower it while the search runs
         self.prm_cost_ratio = prm_cost_ratio
+        self.cache_discount = cache_discount
         self.temperature = temperature
         self.top_p = top_p
         self.max_step_tokens = max_step_tokens
@@ -102,12 +104,12 @@ class EngineContext(SearchContext):
         self._calls += 1
         return (self._seed * 1_000_003 + self._calls) % (2**31)
 
-    def _charge(self, policy_tokens: int = 0, prm_tokens: int = 0, generations: int = 0, score_calls: int = 0) -> None:
-        cost = policy_tokens + prm_tokens * self.prm_cost_ratio
-        self.spent.add(Compute(policy_tokens, prm_tokens, generations, score_calls, cost))
+    def _charge(self, **counts: int) -> None:
+        spent = Compute.charge(**counts, prm_cost_ratio=self.prm_cost_ratio, cache_discount=self.cache_discount)
+        self.spent.add(spent)
         self.progress.limit = self.limit  # the ledger may have moved the grant
         if self.on_spend is not None:
-            self.on_spend(cost)
+            self.on_spend(spent.cost)
 
     async def expand(
         self,
@@ -144,13 +146,15 @@ class EngineContext(SearchContext):
                              if isinstance(self.policy, BatchedPolicy) else self.policy.generate(requests))
         except SearchCancelled:
             return out
-        tokens = generations = 0
+        tokens = generations = prompt = cached = 0
         for (i, parent), samples in zip(live, results):
             for steps in samples:
                 node = parent
                 for step in steps:
                     node = node.child(step.text, step.tokens)
                     tokens += step.tokens
+                    prompt += step.prompt_tokens
+                    cached += step.cached_tokens
                     if step.finished or node.depth >= self.max_steps:
                         node.terminal = True
                         node.answer = self.answer_fn(step.text) if step.finished else None
@@ -158,7 +162,8 @@ class EngineContext(SearchContext):
                 generations += 1
                 if node is not parent:
                     out[i].append(node)
-        self._charge(policy_tokens=tokens, generations=generations)
+        self._charge(policy_tokens=tokens, policy_prompt_tokens=prompt, policy_cached_tokens=cached,
+                     generations=generations)
         self.progress.on_expand(out, generations, self.spent)
         return out
 
@@ -177,6 +182,7 @@ class EngineContext(SearchContext):
             for node, res in zip(todo, results):
                 node.rewards = list(res.rewards)
             if results:
-                self._charge(prm_tokens=sum(r.tokens for r in results), score_calls=len(results))
+                self._charge(prm_tokens=sum(r.tokens for r in results),
+                             prm_cached_tokens=sum(r.cached_tokens for r in results), score_calls=len(results))
                 self.progress.on_score(todo, self.spent)
         return [list(node.rewards or []) for node in nodes]

@@ -111,6 +111,7 @@ class Runner(SchedulerAPI):
             self.reward,
             limit=tokens,
             prm_cost_ratio=self.config.scheduler.prm_cost_ratio,
+            cache_discount=self.config.scheduler.cache_discount,
             temperature=s.temperature,
             top_p=s.top_p,
             max_step_tokens=s.max_step_tokens,

@@ -87,21 +87,45 @@ class Node:
 class Compute:
     """Compute spent, in the one unit used everywhere: tokens.
 
-    `cost` = policy_tokens + prm_tokens * prm_cost_ratio; budgets are expressed in `cost`.
+    Engines report what they read and what of it they reused from a prefix cache; the cost
+    charges a reused token `cache_discount` of a computed one (0 by default: a prefix-cache hit
+    costs no prefill, as in vLLM):
+
+        cost = policy_tokens + (policy_prompt_tokens - policy_cached_tokens)
+               + cache_discount * policy_cached_tokens
+               + prm_cost_ratio * ((prm_tokens - prm_cached_tokens) + cache_discount * prm_cached_tokens)
+
+    `raw_cost` is the same with no cache at all (every token computed). Budgets are in `cost`.
     """
 
-    policy_tokens: int = 0
-    prm_tokens: int = 0
+    policy_tokens: int = 0  # generated (decode)
+    prm_tokens: int = 0  # read by the PRM, cached or not
     generations: int = 0  # policy calls (one per sampled step or completion)
     score_calls: int = 0  # PRM calls (one per scored trajectory prefix)
     cost: float = 0.0
+    policy_prompt_tokens: int = 0  # prompt tokens the policy was conditioned on, cached or not
+    policy_cached_tokens: int = 0  # of those, reused from a prefix cache
+    prm_cached_tokens: int = 0  # of prm_tokens, reused from a prefix cache
+    raw_cost: float = 0.0
 
     def add(self, other: Compute) -> None:
-        self.policy_tokens += other.policy_tokens
-        self.prm_tokens += other.prm_tokens
-        self.generations += other.generations
-        self.score_calls += other.score_calls
-        self.cost += other.cost
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    @classmethod
+    def charge(cls, *, policy_tokens: int = 0, policy_prompt_tokens: int = 0, policy_cached_tokens: int = 0,
+               prm_tokens: int = 0, prm_cached_tokens: int = 0, generations: int = 0, score_calls: int = 0,
+               prm_cost_ratio: float = 1.0, cache_discount: float = 0.0) -> Compute:
+        """One engine call's compute under the documented cost rule."""
+        policy = policy_tokens + (policy_prompt_tokens - policy_cached_tokens) + cache_discount * policy_cached_tokens
+        prm = (prm_tokens - prm_cached_tokens) + cache_discount * prm_cached_tokens
+        return cls(
+            policy_tokens=policy_tokens, prm_tokens=prm_tokens, generations=generations, score_calls=score_calls,
+            cost=policy + prm_cost_ratio * prm,
+            policy_prompt_tokens=policy_prompt_tokens, policy_cached_tokens=policy_cached_tokens,
+            prm_cached_tokens=prm_cached_tokens,
+            raw_cost=policy_tokens + policy_prompt_tokens + prm_cost_ratio * prm_tokens,
+        )
 
 
 @dataclass
