@@ -8,6 +8,7 @@ against the search's grant.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 import zlib
@@ -61,7 +62,8 @@ class EngineContext(SearchContext):
         self.progress = SearchProgress(limit)
         self.account: Any = None  # a ledger account (`Account.attach`), when a job budget is shared
         self._seed = zlib.crc32(f"{seed}:{problem.id}".encode())
-        self._calls = 0
+        self._roots = 0  # roots keyed so far, in the order the search handed them over
+        self._prefilled = False  # the problem's prompt has been computed once for this search
         self.rng = random.Random(self._seed)
         self.affinity = f"{problem.id}:{self._seed}"
 
@@ -100,9 +102,11 @@ class EngineContext(SearchContext):
         self.unaffordable = True
         return False
 
-    def _next_seed(self) -> int:
-        self._calls += 1
-        return (self._seed * 1_000_003 + self._calls) % (2**31)
+    def _key(self, node: Node) -> int:
+        if node.key is None:  # a root: keyed by the order the search first hands its roots over
+            self._roots += 1
+            node.key = _mix(self._seed, "root", self._roots)
+        return node.key
 
     def _charge(self, **counts: int) -> None:
         spent = Compute.charge(**counts, prm_cost_ratio=self.prm_cost_ratio, cache_discount=self.cache_discount)
@@ -126,6 +130,14 @@ class EngineContext(SearchContext):
         if not live or not self._affordable(len(live) * n):
             return out
         temp = self.temperature if temperature is None else temperature
+        # Each request's seed is its parent's place in the tree and the index of its first sample
+        # there, so the samples do not depend on the order of calls, batching or latency.
+        # A node listed twice (particles resampled onto one node) draws fresh samples each time.
+        first = []
+        for _, parent in live:
+            self._key(parent)
+            first.append(parent.drawn)
+            parent.drawn += n
         requests = [
             StepRequest(
                 problem=self.problem.problem,
@@ -136,25 +148,28 @@ class EngineContext(SearchContext):
                 max_step_tokens=self.max_step_tokens,
                 to_end=to_end,
                 max_steps=max(1, self.max_steps - node.depth),
-                seed=self._next_seed(),
+                seed=_mix(node.key, first_sample) % (2**31),
                 affinity=self.affinity,
             )
-            for _, node in live
+            for (_, node), first_sample in zip(live, first)
         ]
         try:
             results = await (self.policy.generate(requests, self.priority, self._alive)
                              if isinstance(self.policy, BatchedPolicy) else self.policy.generate(requests))
         except SearchCancelled:
             return out
-        tokens = generations = prompt = cached = 0
-        for (i, parent), samples in zip(live, results):
-            for steps in samples:
+        tokens = generations = prompt = uncached = engine_cached = 0
+        for (i, parent), samples, first_sample in zip(live, results, first):
+            for k, steps in enumerate(samples):
                 node = parent
-                for step in steps:
-                    node = node.child(step.text, step.tokens)
+                for j, step in enumerate(steps):
+                    node = node.child(step.text, step.tokens, key=_mix(node.key, first_sample + k if j == 0 else 0))
                     tokens += step.tokens
                     prompt += step.prompt_tokens
-                    cached += step.cached_tokens
+                    engine_cached += step.cached_tokens
+                    if not self._prefilled:  # the search's first prompt: the problem, computed once
+                        uncached += step.prompt_tokens
+                        self._prefilled = step.prompt_tokens > 0
                     if step.finished or node.depth >= self.max_steps:
                         node.terminal = True
                         node.answer = self.answer_fn(step.text) if step.finished else None
@@ -162,8 +177,8 @@ class EngineContext(SearchContext):
                 generations += 1
                 if node is not parent:
                     out[i].append(node)
-        self._charge(policy_tokens=tokens, policy_prompt_tokens=prompt, policy_cached_tokens=cached,
-                     generations=generations)
+        self._charge(policy_tokens=tokens, policy_prompt_tokens=prompt, policy_cached_tokens=prompt - uncached,
+                     engine_cached_tokens=engine_cached, generations=generations)
         self.progress.on_expand(out, generations, self.spent)
         return out
 
@@ -179,10 +194,26 @@ class EngineContext(SearchContext):
                                  if isinstance(self.reward, BatchedReward) else self.reward.score(requests))
             except SearchCancelled:
                 results = []
+            reused = 0
             for node, res in zip(todo, results):
                 node.rewards = list(res.rewards)
+                node.prm_tokens = res.tokens
+                reused += min(res.tokens, _scored_prefix(node))
             if results:
-                self._charge(prm_tokens=sum(r.tokens for r in results),
-                             prm_cached_tokens=sum(r.cached_tokens for r in results), score_calls=len(results))
+                self._charge(prm_tokens=sum(r.tokens for r in results), prm_cached_tokens=reused,
+                             engine_cached_tokens=sum(r.cached_tokens for r in results), score_calls=len(results))
                 self.progress.on_score(todo, self.spent)
         return [list(node.rewards or []) for node in nodes]
+
+
+def _mix(*parts: object) -> int:
+    """A 63-bit hash of `parts` (stable across processes, unlike `hash`)."""
+    return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "little") >> 1
+
+
+def _scored_prefix(node: Node) -> int:
+    """PRM tokens of the nearest ancestor this search has scored: the prefix a cache holds."""
+    parent = node.parent
+    while parent is not None and parent.prm_tokens is None:
+        parent = parent.parent
+    return parent.prm_tokens if parent is not None else 0

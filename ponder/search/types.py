@@ -45,11 +45,19 @@ class Node:
     rewards: list[float] | None = None
     depth: int = 0
     id: int = field(default_factory=lambda: next(_node_ids))
+    # Identity by place in the tree, for seeding: a root's is set by the context (the order the
+    # search first hands it its roots), a child's derives from its parent's key and its index
+    # among the parent's samples. `drawn` counts the samples drawn from this node so far.
+    key: int | None = None
+    drawn: int = 0
+    prm_tokens: int | None = None  # the PRM's sequence length for this path, once scored
     # Free slots for algorithms (MCTS statistics, particle weights, ...).
     meta: dict[str, Any] = field(default_factory=dict)
 
-    def child(self, text: str, tokens: int, terminal: bool = False, answer: str | None = None) -> Node:
-        return Node(text=text, tokens=tokens, parent=self, terminal=terminal, answer=answer, depth=self.depth + 1)
+    def child(self, text: str, tokens: int, terminal: bool = False, answer: str | None = None,
+              key: int | None = None) -> Node:
+        return Node(text=text, tokens=tokens, parent=self, terminal=terminal, answer=answer, depth=self.depth + 1,
+                    key=key)
 
     def path(self) -> list[Node]:
         """Nodes from the first step to self (the root excluded)."""
@@ -87,9 +95,14 @@ class Node:
 class Compute:
     """Compute spent, in the one unit used everywhere: tokens.
 
-    Engines report what they read and what of it they reused from a prefix cache; the cost
-    charges a reused token `cache_discount` of a computed one (0 by default: a prefix-cache hit
-    costs no prefill, as in vLLM):
+    Engines report how long each prompt was; what counts as reused is the search's own prefix:
+    a policy prompt whose path this search already computed (every node but the first sampling
+    of the problem: its steps' KV states were made when it was generated), and the PRM tokens of
+    the nearest ancestor this search already scored. That is what a prefix cache holding the
+    tree reuses (vLLM's, with the pool's tree affinity), and it depends on the search alone, not
+    on which replica a request met or what else was cached, so budgets stay independent of
+    timing. What the engines actually reused is kept beside it (`engine_cached_tokens`). A
+    reused token costs `cache_discount` of a computed one (0 by default, as a prefix-cache hit):
 
         cost = policy_tokens + (policy_prompt_tokens - policy_cached_tokens)
                + cache_discount * policy_cached_tokens
@@ -107,6 +120,7 @@ class Compute:
     policy_cached_tokens: int = 0  # of those, reused from a prefix cache
     prm_cached_tokens: int = 0  # of prm_tokens, reused from a prefix cache
     raw_cost: float = 0.0
+    engine_cached_tokens: int = 0  # prompt tokens the engines themselves reported reusing (telemetry)
 
     def add(self, other: Compute) -> None:
         for name in self.__dataclass_fields__:
@@ -115,7 +129,7 @@ class Compute:
     @classmethod
     def charge(cls, *, policy_tokens: int = 0, policy_prompt_tokens: int = 0, policy_cached_tokens: int = 0,
                prm_tokens: int = 0, prm_cached_tokens: int = 0, generations: int = 0, score_calls: int = 0,
-               prm_cost_ratio: float = 1.0, cache_discount: float = 0.0) -> Compute:
+               engine_cached_tokens: int = 0, prm_cost_ratio: float = 1.0, cache_discount: float = 0.0) -> Compute:
         """One engine call's compute under the documented cost rule."""
         policy = policy_tokens + (policy_prompt_tokens - policy_cached_tokens) + cache_discount * policy_cached_tokens
         prm = (prm_tokens - prm_cached_tokens) + cache_discount * prm_cached_tokens
@@ -123,7 +137,7 @@ class Compute:
             policy_tokens=policy_tokens, prm_tokens=prm_tokens, generations=generations, score_calls=score_calls,
             cost=policy + prm_cost_ratio * prm,
             policy_prompt_tokens=policy_prompt_tokens, policy_cached_tokens=policy_cached_tokens,
-            prm_cached_tokens=prm_cached_tokens,
+            prm_cached_tokens=prm_cached_tokens, engine_cached_tokens=engine_cached_tokens,
             raw_cost=policy_tokens + policy_prompt_tokens + prm_cost_ratio * prm_tokens,
         )
 

@@ -67,6 +67,19 @@ async def test_many_concurrent_searches_match_the_in_process_runner(remote):
     assert stats["expansion_requests"] > 0 and stats["scheduler_cpu_s"] > 0
 
 
+async def test_every_strategy_matches_the_in_process_runner(remote):
+    """Two policy replicas, Ray's timing and batching: seeds come from the tree, so each
+    strategy's results equal the in-process run's (issue 13)."""
+    from ponder.search import registry
+
+    r, cfg = remote
+    ps = problems(3, level=3, seed=5)
+    for strategy in (s for s in registry.names() if s != "probe"):
+        got = await collect(r, ps, strategy, "n=8")
+        want = await collect(in_process(cfg), ps, strategy, "n=8")
+        assert set(got) == set(want) and all(same(got[k], want[k]) for k in want), strategy
+
+
 async def test_a_killed_replica_fails_no_search(remote):
     r, cfg = remote
     ps = problems(24, level=5, seed=5)

@@ -1,24 +1,22 @@
 import pytest
 
-from ponder.search.particle_filtering import ParticleConfig, particle_filtering
+from ponder.search.particle_filtering import ParticleConfig, logit, particle_filtering
 from ponder.tasks.arith.problems import prefix_labels
 from tests.search.fakes import FakePolicy, FakePRM, SpyContext, make_ctx, problems
 
 
-async def test_population_and_finished_particles():
+async def test_population_keeps_its_size_and_finished_particles_are_not_extended():
     p = problems(1, level=5, seed=1)[0]
     ctx = SpyContext(p, FakePolicy(p_correct=0.6, p_early_answer=0.5), FakePRM(noise=0.05))
     res = await particle_filtering(p, ctx, ParticleConfig(n=12))
     assert ctx.calls[0][1] == 1 and len(ctx.calls[0][0]) == 12  # 12 particles, one step each
-    finished_before = 0
-    for prev, step in zip(res.trace, res.trace[1:]):
-        # only the particles still unfinished after a step are resampled and extended
-        assert step["particles"] == prev["particles"] - (prev["finished"] - finished_before)
-        finished_before = prev["finished"]
-    assert any(t["finished"] for t in res.trace[:-1])  # some particles finished early
-    finished_total = res.trace[-1]["finished"]
-    assert finished_total == 12  # every particle ends, finished ones are kept
-    assert len(res.candidates) == sum(1 for c in res.candidates if c.terminal) == 12
+    assert any(0 < t["finished"] < 12 for t in res.trace)  # some finished while others went on
+    # after the first resampling, only the unfinished particles of the population are extended
+    for (nodes, _, _), before in zip(ctx.calls[1:], res.trace):
+        assert all(not n.terminal for n in nodes)
+        assert len(nodes) == 12 - before["finished"]
+    assert res.trace[-1]["finished"] == 12  # the filter ends when every particle has finished
+    assert all(c.terminal for c in res.candidates)
 
 
 async def test_resampling_follows_the_prm():
@@ -30,6 +28,13 @@ async def test_resampling_follows_the_prm():
         assert all(prefix_labels(p.problem, node.steps())[-1] for node in nodes)
     assert res.answer == p.answer
     assert res.trace[0]["distinct_after_resample"] < 16  # resampling duplicated the good ones
+
+
+def test_weights_are_the_prm_odds_at_temperature_one():
+    from ponder.search.aggregate import softmax
+
+    w = softmax([logit(0.8), logit(0.5)], 1.0)
+    assert w[0] / w[1] == pytest.approx((0.8 / 0.2) / (0.5 / 0.5))
 
 
 async def test_resampling_draws_from_the_context_rng():
