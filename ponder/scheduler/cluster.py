@@ -35,7 +35,11 @@ def ensure_ray(cluster: ClusterConfig, **init_kw: Any) -> None:
         kw.setdefault("_node_ip_address", "127.0.0.1")
         if cluster.dashboard:
             kw.setdefault("dashboard_host", "127.0.0.1")
+        from ponder.scheduler import reaper
+
+        reaper.start_watcher()  # the cluster's processes end with this one, even if it is killed
         ray.init(**kw)
+        reaper.arm()
     else:
         if cluster.address == "auto":
             _one_local_cluster()
