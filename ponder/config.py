@@ -131,6 +131,9 @@ class ClusterConfig:
     autoscale_target_s: float = 2.0
     autoscale_interval_s: float = 2.0
     autoscale_idle_s: float = 30.0
+    # Scheduler actors sharing the pools' replicas (scheduler/shards.py): more expansions per
+    # second than one actor's CPU drives. Pools keep fixed sizes with more than one.
+    scheduler_shards: int = 1
 
     @property
     def uses_ray(self) -> bool:
@@ -157,6 +160,10 @@ class ClusterConfig:
                 raise ConfigError(f"cluster.{role}_max_replicas ({hi}) is below its minimum ({lo})")
             if not lo <= fixed <= hi:
                 raise ConfigError(f"cluster.{role}_replicas ({fixed}) must lie within its min and max ({lo}..{hi})")
+        if self.scheduler_shards < 1:
+            raise ConfigError(f"cluster.scheduler_shards must be at least 1, got {self.scheduler_shards}")
+        if self.scheduler_shards > 1 and self.autoscales:
+            raise ConfigError("cluster.scheduler_shards > 1 needs fixed pool sizes: leave the *_min/max_replicas unset")
         if not (self.autoscale_target_s > 0 and self.autoscale_interval_s > 0 and self.autoscale_idle_s > 0):
             raise ConfigError("cluster.autoscale_target_s, autoscale_interval_s and autoscale_idle_s must be positive")
 

@@ -129,9 +129,9 @@ class Ingress:
             async with self._connecting:
                 if self._runner is None:
                     from ponder.jobs.spec import runner_config
-                    from ponder.scheduler.scheduler import RemoteRunner
+                    from ponder.scheduler.shards import connect_scheduler
 
-                    runner = await RemoteRunner.connect(runner_config(self.config), *self.names)
+                    runner = await connect_scheduler(runner_config(self.config), *self.names)
                     # The scheduler may have been started by the job worker: serve with this config's limits.
                     await runner.set_admission(self.config.api.admission())
                     self._runner = runner

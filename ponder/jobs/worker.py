@@ -70,12 +70,12 @@ class JobWorkerImpl:
             await asyncio.sleep(self.poll_s)
 
     async def _scheduler(self, spec: JobSpec) -> Any:
-        from ponder.scheduler.scheduler import RemoteRunner
+        from ponder.scheduler.shards import connect_scheduler
 
         config = spec.ponder_config()
         sched, owner = scheduler_names(config)
         if sched not in self.schedulers:
-            self.schedulers[sched] = await RemoteRunner.connect(config, sched, owner)
+            self.schedulers[sched] = await connect_scheduler(config, sched, owner)
         return self.schedulers[sched]
 
     async def _run(self, job_id: str) -> None:

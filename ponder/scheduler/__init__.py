@@ -18,6 +18,10 @@ def make_runner(config: PonderConfig) -> Any:
     over replica pools.
     """
     if config.cluster.uses_ray:
+        if config.cluster.scheduler_shards > 1:
+            from ponder.scheduler.shards import ShardedRunner
+
+            return ShardedRunner.start(config)
         from ponder.scheduler.scheduler import RemoteRunner
 
         return RemoteRunner.start(config)
