@@ -17,6 +17,7 @@ from typing import Any
 
 import ray
 
+from ponder.actors import wire
 from ponder.actors.engine import GeneratedStep, ScoreRequest, ScoreResult, StepRequest
 from ponder.config import ClusterConfig, EngineConfig
 
@@ -110,6 +111,10 @@ class PolicyReplicaImpl(_Replica):
     async def generate(self, requests: list[StepRequest]) -> list[list[list[GeneratedStep]]]:
         return await self._call(self.engine.generate, requests, _policy_tokens)
 
+    async def generate_packed(self, data: bytes) -> bytes:
+        """`generate` over the wire format (`ponder.actors.wire`): what pools call."""
+        return wire.pack_results("policy", await self.generate(wire.unpack_requests("policy", data)))
+
 
 class RewardReplicaImpl(_Replica):
     role = "reward"
@@ -122,6 +127,10 @@ class RewardReplicaImpl(_Replica):
 
     async def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
         return await self._call(self.engine.score, requests, lambda r: r.tokens)
+
+    async def score_packed(self, data: bytes) -> bytes:
+        """`score` over the wire format (`ponder.actors.wire`): what pools call."""
+        return wire.pack_results("reward", await self.score(wire.unpack_requests("reward", data)))
 
 
 # The Ray actor classes. Resources are set per pool with `.options(...)` (see `actor_options`).

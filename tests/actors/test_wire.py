@@ -1,0 +1,14 @@
+from ponder.actors import wire
+from ponder.actors.engine import GeneratedStep, ScoreRequest, ScoreResult, StepRequest
+
+
+def test_requests_and_results_round_trip_with_every_field():
+    reqs = [StepRequest("Compute (1 + 2).", ["1 + 2 = 3"], n=3, temperature=0.5, top_p=0.9, to_end=True,
+                        seed=7, affinity="t:1"), StepRequest("Compute (2 * 2).", [])]
+    assert wire.unpack_requests("policy", wire.pack_requests("policy", reqs)) == reqs
+    res = [[[GeneratedStep("a", 3, False, 10, 4), GeneratedStep("b", 2, True)]], [[GeneratedStep("c", 1, True)]] * 2]
+    assert wire.unpack_results("policy", wire.pack_results("policy", res)) == res
+    sreqs = [ScoreRequest("p", ["s1", "s2"], "t:1"), ScoreRequest("q", [])]
+    assert wire.unpack_requests("reward", wire.pack_requests("reward", sreqs)) == sreqs
+    sres = [ScoreResult([0.5, 0.25], 12, 8), ScoreResult([], 0)]
+    assert wire.unpack_results("reward", wire.pack_results("reward", sres)) == sres
