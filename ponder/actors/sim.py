@@ -37,9 +37,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import heapq
+import itertools
 import math
 import random
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from statistics import NormalDist
 from typing import Any
@@ -69,19 +72,23 @@ def arith_chain(problem: str) -> Chain:
 
 @dataclass
 class Latency:
-    """Seconds per batch: overhead + per request + per token + per decode step."""
+    """Seconds per batch: overhead + per request + per token + per decode step (+ per prefilled
+    prompt token, for a policy with `per_prefill_token_s`)."""
 
     call_overhead_s: float = 0.0
     per_request_s: float = 0.0
     per_token_s: float = 0.0
     per_step_s: float = 0.0
+    per_prefill_token_s: float = 0.0
 
-    def seconds(self, requests: int, tokens: int, longest: int = 0) -> float:
-        return self.call_overhead_s + self.per_request_s * requests + self.per_token_s * tokens + self.per_step_s * longest
+    def seconds(self, requests: int, tokens: int, longest: int = 0, prefill: int = 0) -> float:
+        return (self.call_overhead_s + self.per_request_s * requests + self.per_token_s * tokens
+                + self.per_step_s * longest + self.per_prefill_token_s * prefill)
 
     @property
     def instant(self) -> bool:
-        return not (self.call_overhead_s or self.per_request_s or self.per_token_s or self.per_step_s)
+        return not (self.call_overhead_s or self.per_request_s or self.per_token_s or self.per_step_s
+                    or self.per_prefill_token_s)
 
 
 @dataclass
@@ -91,23 +98,38 @@ class _Call:
     longest: int
     seqs: int  # sequences still to run (samples for a policy, requests for a PRM)
     done: asyncio.Future
+    prefill: float = 0.0
+
+
+class _Gpu:
+    """What co-located engines share: one device, one batch (or step) at a time across them."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
 
 
 class Device:
-    """One simulated accelerator: runs one batch at a time; calls that arrive while it is busy
-    are merged into the next batch, up to `max_seqs` sequences a batch (0: no limit; vLLM's
-    `max_num_seqs`): a call over the limit runs in parts and returns when its last part is done.
-    Keeps busy time on the event loop's clock."""
+    """One simulated accelerator, *static* batching: runs one batch at a time; calls that arrive
+    while it is busy are merged into the next batch, up to `max_seqs` sequences a batch (0: no
+    limit; vLLM's `max_num_seqs`): a call over the limit runs in parts and returns when its last
+    part is done. A batch lasts until its longest output is done and its per-call overhead is
+    device time. Keeps busy time on the event loop's clock. `gpu` (a `_Gpu`) makes engines share
+    one device: their batches run one after another (a policy and a PRM on one GPU)."""
+
+    kind = "static"
 
     def __init__(self, latency: Latency, max_seqs: int = 0):
         self.latency = latency
         self.max_seqs = max_seqs
+        self.gpu: _Gpu | None = None
         self._queue: list[_Call] = []
         self._worker: asyncio.Task | None = None
         self.busy_s = 0.0  # finished batches
         self._running: tuple[float, float] | None = None  # (start, seconds) of the batch running now
         self.batches = 0
         self.requests = 0
+        self.seqs = 0  # sequences run, summed over batches
+        self.prefill_tokens = 0  # prompt tokens prefilled (not cached)
 
     def busy_seconds(self, now: float) -> float:
         """Busy time up to `now` (the loop's clock), counting the running batch's part."""
@@ -116,53 +138,229 @@ class Device:
         start, delay = self._running
         return self.busy_s + min(max(0.0, now - start), delay)
 
-    async def run(self, requests: int, tokens: int, longest: int = 0, seqs: int | None = None) -> None:
+    async def run(self, requests: int, tokens: int, longest: int = 0, seqs: int | None = None,
+                  prefill: int = 0, lengths: list[list[int]] | None = None, prefills: list[int] | None = None) -> None:
+        """Run one call: `requests` requests, `tokens` tokens generated or scored, `longest` the
+        longest output, `seqs` sequences, `prefill` prompt tokens to prefill. (`lengths` and
+        `prefills`, per request, are what a continuous device needs; unused here.)"""
+        self.prefill_tokens += prefill
         if self.latency.instant:
             self.batches += 1
             self.requests += requests
             return
         loop = asyncio.get_running_loop()
-        call = _Call(requests, tokens, longest, max(1, requests if seqs is None else seqs), loop.create_future())
+        call = _Call(requests, tokens, longest, max(1, requests if seqs is None else seqs), loop.create_future(),
+                     prefill)
         self._queue.append(call)
         if self._worker is None or self._worker.done():
             self._worker = loop.create_task(self._drain())
         await call.done
 
-    def _take(self) -> tuple[list[_Call], float, float, int]:
+    def _take(self) -> tuple[list[_Call], float, float, int, float]:
         """The next batch: whole calls in arrival order, the last one cut to fit `max_seqs`."""
         room = self.max_seqs or float("inf")
         finished: list[_Call] = []
-        requests = tokens = 0.0
+        requests = tokens = prefill = 0.0
         longest = 0
         while self._queue and room > 0:
             call = self._queue[0]
             part = min(1.0, room / call.seqs)
             requests += call.requests * part
             tokens += call.tokens * part
+            prefill += call.prefill * part
             longest = max(longest, call.longest)
             if part < 1.0:  # the rest waits for the next batch
                 take = int(room)
                 call.requests -= call.requests * part
                 call.tokens -= call.tokens * part
+                call.prefill -= call.prefill * part
                 call.seqs -= take
+                self.seqs += take
                 break
             room -= call.seqs
+            self.seqs += call.seqs
             finished.append(self._queue.pop(0))
-        return finished, requests, tokens, longest
+        return finished, requests, tokens, longest, prefill
 
     async def _drain(self) -> None:
         while self._queue:
-            finished, requests, tokens, longest = self._take()
-            delay = self.latency.seconds(requests, tokens, longest)  # type: ignore[arg-type]
-            self._running = (asyncio.get_running_loop().time(), delay)
-            await asyncio.sleep(delay)
-            self._running = None
-            self.busy_s += delay
+            if self.gpu is not None:
+                async with self.gpu.lock:
+                    await self._batch()
+            else:
+                await self._batch()
+
+    async def _batch(self) -> None:
+        finished, requests, tokens, longest, prefill = self._take()
+        delay = self.latency.seconds(requests, tokens, longest, prefill)  # type: ignore[arg-type]
+        self._running = (asyncio.get_running_loop().time(), delay)
+        await asyncio.sleep(delay)
+        self._running = None
+        self.busy_s += delay
+        self.batches += 1
+        self.requests += round(requests)
+        for call in finished:
+            if not call.done.done():
+                call.done.set_result(None)
+
+
+class _Group:
+    """One request on a continuous device: its prompt to prefill, then its samples to decode."""
+
+    __slots__ = ("call", "prefill_left", "lengths")
+
+    def __init__(self, call: list, prefill: int, lengths: list[int]):
+        self.call = call  # [groups left, future]
+        self.prefill_left = prefill
+        self.lengths = lengths
+
+
+class ContinuousDevice(Device):
+    """One simulated accelerator with vLLM-style *continuous* batching. The engine runs steps; a
+    step decodes one token of every running sequence and prefills newly admitted requests (up to
+    `max_step_tokens` prompt tokens a step, a longer prompt is prefilled in chunks). A request
+    that arrives joins at the next step, not after the running batch, and each sequence leaves
+    when its own output is done; a call returns when its last sequence does. A step takes
+    ``per_step_s + per_token_s * decoding sequences + per_prefill_token_s * prefilled tokens +
+    per_request_s * admitted requests``. The per-call overhead (RPC, tokenisation and
+    detokenisation on the host) delays the call but is not device time. At most `max_seqs`
+    sequences run at once (vLLM's `max_num_seqs`); the rest wait, in arrival order."""
+
+    kind = "continuous"
+
+    def __init__(self, latency: Latency, max_seqs: int = 0, max_step_tokens: int = 8192):
+        super().__init__(latency, max_seqs)
+        self.max_step_tokens = max(1, max_step_tokens)
+        self._waiting: deque[_Group] = deque()
+        self._finish: list[tuple[int, int, _Group]] = []  # heap of (step it ends at, tiebreak, group)
+        self._left: dict[int, int] = {}  # id(group) -> sequences still decoding
+        self._tiebreak = itertools.count()
+        self.step = 0
+
+    async def run(self, requests: int, tokens: int, longest: int = 0, seqs: int | None = None,
+                  prefill: int = 0, lengths: list[list[int]] | None = None, prefills: list[int] | None = None) -> None:
+        lat = self.latency
+        if lat.instant:
+            self.prefill_tokens += prefill
             self.batches += 1
-            self.requests += round(requests)
-            for call in finished:
-                if not call.done.done():
-                    call.done.set_result(None)
+            self.requests += requests
+            return
+        if lat.call_overhead_s:
+            await asyncio.sleep(lat.call_overhead_s)  # host side: not device time
+        lengths = lengths if lengths is not None else [[] for _ in range(requests)]
+        prefills = prefills if prefills is not None else [0] * len(lengths)
+        if not lengths:
+            return
+        loop = asyncio.get_running_loop()
+        call = [len(lengths), loop.create_future()]
+        for pre, ls in zip(prefills, lengths):
+            self._waiting.append(_Group(call, int(pre), [max(1, int(n)) for n in ls]))
+        if self._worker is None or self._worker.done():
+            self._worker = loop.create_task(self._drain())
+        await call[1]
+
+    def _done(self, g: _Group) -> None:
+        g.call[0] -= 1
+        if g.call[0] == 0 and not g.call[1].done():
+            g.call[1].set_result(None)
+
+    async def _drain(self) -> None:
+        while self._waiting or self._finish:
+            if self.gpu is not None:
+                async with self.gpu.lock:
+                    await self._step()
+            else:
+                await self._step()
+
+    async def _step(self) -> None:
+        lat, cap = self.latency, self.max_seqs or float("inf")
+        budget, prefill, admitted = self.max_step_tokens, 0, []
+        running = len(self._finish)
+        while self._waiting and len(admitted) < cap:
+            g = self._waiting[0]
+            if running + len(g.lengths) > cap and (running or admitted):
+                break  # no room for its sequences: it waits for some to finish
+            take = min(g.prefill_left, budget)
+            g.prefill_left -= take
+            budget -= take
+            prefill += take
+            if g.prefill_left > 0:
+                break  # chunked prefill: the rest of its prompt next step
+            self._waiting.popleft()
+            admitted.append(g)
+            running += len(g.lengths)
+        delay = (lat.per_step_s + lat.per_token_s * running + lat.per_prefill_token_s * prefill
+                 + lat.per_request_s * len(admitted))
+        self._running = (asyncio.get_running_loop().time(), delay)
+        await asyncio.sleep(delay)
+        self._running = None
+        self.busy_s += delay
+        self.batches += 1
+        self.requests += len(admitted)
+        self.seqs += running
+        self.prefill_tokens += prefill
+        step = self.step
+        self.step += 1
+        for g in admitted:
+            if not g.lengths:
+                self._done(g)
+                continue
+            self._left[id(g)] = len(g.lengths)
+            for n in g.lengths:  # its first token comes from this step
+                heapq.heappush(self._finish, (step + n - 1, next(self._tiebreak), g))
+        while self._finish and self._finish[0][0] <= step:
+            _, _, g = heapq.heappop(self._finish)
+            self._left[id(g)] -= 1
+            if self._left[id(g)] == 0:
+                del self._left[id(g)]
+                self._done(g)
+
+
+def make_device(kind: str, latency: Latency, max_seqs: int = 0, max_step_tokens: int = 8192) -> Device:
+    if kind == "static":
+        return Device(latency, max_seqs)
+    if kind == "continuous":
+        return ContinuousDevice(latency, max_seqs, max_step_tokens)
+    raise ValueError(f"device must be 'static' or 'continuous', got {kind!r}")
+
+
+def share_gpu(*engines: Any) -> None:
+    """Put `engines` (sim policies and PRMs) on one simulated GPU: their batches or steps run one
+    at a time, as a policy and a PRM co-located on one device."""
+    gpu = _Gpu()
+    for e in engines:
+        e.device.gpu = gpu
+
+
+class PrefixCache:
+    """A replica's prefix cache: prefixes (problem, first k steps), LRU, up to `capacity`."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._keys: OrderedDict[tuple, None] = OrderedDict()
+
+    @staticmethod
+    def keys(problem: str, steps: Sequence[str]) -> list[tuple]:
+        keys = [(problem,)]
+        for step in steps:
+            keys.append((keys[-1], step))
+        return keys
+
+    def hit(self, keys: list[tuple]) -> int:
+        """Index of the longest cached prefix among `keys` (-1: none)."""
+        for k in range(len(keys) - 1, -1, -1):
+            if keys[k] in self._keys:
+                return k
+        return -1
+
+    def add(self, keys: Sequence[tuple]) -> None:
+        if self.capacity <= 0:
+            return
+        for key in keys:
+            self._keys[key] = None
+            self._keys.move_to_end(key)
+        while len(self._keys) > self.capacity:
+            self._keys.popitem(last=False)
 
 
 def _options(cls: type, options: dict[str, Any], what: str) -> Any:
@@ -241,8 +439,22 @@ class SimPolicySettings:
     per_token_s: float = 0.0
     per_step_s: float = 0.0  # per decode step: the longest output of a batch, in tokens
     max_batch_seqs: int = 0  # sequences (samples) a batch holds, as vLLM's max_num_seqs; 0: no limit
+    per_prefill_token_s: float = 0.0  # per prompt token prefilled (not found in the prefix cache)
+    # Prefixes (problem, first k steps) a replica keeps cached, LRU; 0: none. A request's prompt
+    # is prefilled only after its longest cached prefix; generated steps are cached as they are
+    # written (their KV states exist), as with vLLM's automatic prefix caching. The n samples of
+    # a request share one prefill. Results do not change; `prompt_tokens` / `cached_tokens`
+    # report it.
+    prefix_cache: int = 0
+    # "static": a batch runs to its longest output, calls arriving meanwhile wait for the next
+    # batch, the call overhead is device time. "continuous": vLLM-style continuous batching (see
+    # `ContinuousDevice`), the call overhead is host time.
+    device: str = "static"
+    max_step_tokens: int = 8192  # continuous device: prompt tokens prefilled a step (chunked prefill)
 
     def __post_init__(self) -> None:
+        if self.device not in ("static", "continuous"):
+            raise ValueError(f"device must be 'static' or 'continuous', got {self.device!r}")
         if self.skill <= 0:
             raise ValueError(f"skill must be positive, got {self.skill}")
         if not 0 <= self.early_answer <= 1:
@@ -255,7 +467,10 @@ class SimPolicy:
     def __init__(self, settings: SimPolicySettings | None = None, **options: Any) -> None:
         self.settings = settings or _options(SimPolicySettings, options, "sim policy")
         s = self.settings
-        self.device = Device(Latency(s.call_overhead_s, s.per_request_s, s.per_token_s, s.per_step_s), s.max_batch_seqs)
+        self.device = make_device(
+            s.device, Latency(s.call_overhead_s, s.per_request_s, s.per_token_s, s.per_step_s, s.per_prefill_token_s),
+            s.max_batch_seqs, s.max_step_tokens)
+        self.cache = PrefixCache(s.prefix_cache)
         self._rng = random.Random(s.seed)
 
     @classmethod
@@ -269,9 +484,33 @@ class SimPolicy:
 
     async def generate(self, requests: list[StepRequest]) -> list[list[list[GeneratedStep]]]:
         out = [[self.continuation(req, k) for k in range(req.n)] for req in requests]
-        lengths = [sum(step.tokens for step in cont) for per_req in out for cont in per_req]
-        await self.device.run(len(requests), sum(lengths), max(lengths, default=0), len(lengths))
+        prefills = [self._prefill(req, samples) for req, samples in zip(requests, out)]
+        per_req = [[sum(step.tokens for step in cont) for cont in samples] for samples in out]
+        lengths = [n for ls in per_req for n in ls]
+        await self.device.run(len(requests), sum(lengths), max(lengths, default=0), len(lengths),
+                              sum(prefills), per_req, prefills)
         return out
+
+    def _prefill(self, req: StepRequest, samples: list[list[GeneratedStep]]) -> int:
+        """Prompt tokens the engine must compute for `req` (after its longest cached prefix;
+        once for all its samples); fills in the samples' `prompt_tokens` / `cached_tokens` and
+        caches the prompt and what was generated."""
+        keys = PrefixCache.keys(req.problem, req.steps)
+        sizes = [count_tokens(req.problem)] + [count_tokens(st) for st in req.steps]
+        prompt = sum(sizes)
+        hit = self.cache.hit(keys) if self.settings.prefix_cache else -1
+        uncached = prompt - sum(sizes[: hit + 1])
+        self.cache.add(keys)
+        for k, cont in enumerate(samples):
+            context, key = prompt, keys[-1]
+            for j, step in enumerate(cont):
+                step.prompt_tokens = context
+                step.cached_tokens = context - uncached if k == 0 and j == 0 else context
+                context += count_tokens(step.text)
+                key = (key, step.text)
+                if self.settings.prefix_cache:
+                    self.cache.add([key])
+        return uncached
 
     def continuation(self, req: StepRequest, sample: int) -> list[GeneratedStep]:
         """Sample `sample` of a request: one step, or every step to the end with `to_end`."""
@@ -387,13 +626,17 @@ class SimRewardSettings:
     per_request_s: float = 0.0
     per_token_s: float = 0.0
     max_batch_seqs: int = 0  # trajectories a batch holds; 0: no limit
+    device: str = "static"  # or "continuous" (see `SimPolicySettings.device`)
+    max_step_tokens: int = 8192  # continuous device: tokens prefilled a step
     # Prefixes (problem, first k steps) a replica keeps cached, LRU; 0: none. Latency then counts
     # only the tokens after the longest cached prefix, as vLLM's prefix caching does for a PRM
     # that is sent the same tree again (what the pools' affinity routing is for). Results and
-    # the reported (budgeted) token counts do not change.
+    # the reported (budgeted) token counts do not change; `cached_tokens` reports the hit.
     prefix_cache: int = 0
 
     def __post_init__(self) -> None:
+        if self.device not in ("static", "continuous"):
+            raise ValueError(f"device must be 'static' or 'continuous', got {self.device!r}")
         if not 0.5 <= self.auroc < 1:
             raise ValueError(f"auroc must be in [0.5, 1), got {self.auroc}")
         if self.scale <= 0:
@@ -406,9 +649,12 @@ class SimReward:
     def __init__(self, settings: SimRewardSettings | None = None, **options: Any) -> None:
         self.settings = settings or _options(SimRewardSettings, options, "sim reward")
         s = self.settings
-        self.device = Device(Latency(s.call_overhead_s, s.per_request_s, s.per_token_s), s.max_batch_seqs)
+        # A PRM only prefills: its per-token cost is per prefilled token, on either device.
+        latency = (Latency(s.call_overhead_s, s.per_request_s, 0.0, 0.0, s.per_token_s) if s.device == "continuous"
+                   else Latency(s.call_overhead_s, s.per_request_s, s.per_token_s))
+        self.device = make_device(s.device, latency, s.max_batch_seqs, s.max_step_tokens)
         self.separation = math.sqrt(2) * NormalDist().inv_cdf(s.auroc)
-        self._cache: OrderedDict[tuple, None] = OrderedDict()
+        self.cache = PrefixCache(s.prefix_cache)
 
     @classmethod
     def from_config(cls, cfg: EngineConfig) -> SimReward:
@@ -421,21 +667,20 @@ class SimReward:
 
     async def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
         out = [self.score_one(req) for req in requests]
-        tokens = sum(map(self._uncached_tokens, requests)) if self.settings.prefix_cache else sum(r.tokens for r in out)
-        await self.device.run(len(requests), tokens)
+        if self.settings.prefix_cache:
+            prefills = [self._uncached_tokens(req) for req in requests]
+            for res, n in zip(out, prefills):
+                res.cached_tokens = res.tokens - n
+        else:
+            prefills = [r.tokens for r in out]
+        await self.device.run(len(requests), sum(prefills), prefill=sum(prefills), prefills=prefills)
         return out
 
     def _uncached_tokens(self, req: ScoreRequest) -> int:
         """Tokens to prefill after the longest cached prefix of `req`; caches its prefixes."""
-        keys = [(req.problem,)]
-        for step in req.steps:
-            keys.append((keys[-1], step))
-        hit = max((k for k, key in enumerate(keys) if key in self._cache), default=-1)
-        for key in keys:
-            self._cache[key] = None
-            self._cache.move_to_end(key)
-        while len(self._cache) > self.settings.prefix_cache:
-            self._cache.popitem(last=False)
+        keys = PrefixCache.keys(req.problem, req.steps)
+        hit = self.cache.hit(keys)
+        self.cache.add(keys)
         return (count_tokens(req.problem) if hit < 0 else 0) + sum(count_tokens(st) for st in req.steps[max(hit, 0) :])
 
     def score_one(self, req: ScoreRequest) -> ScoreResult:
