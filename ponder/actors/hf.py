@@ -12,6 +12,20 @@ each step, the reward of a step = softmax over the (good, bad) label tokens' log
 P(good)), or an implicit PRM (Yuan et al. 2412.01981, as EurusPRM / PRIME: a causal LM and its
 reference model; the reward after step k is sigmoid(beta * sum of log pi/pi_ref over the
 solution's tokens up to the end of step k)).
+
+Prefix cache (both engines, as vLLM's prefix caching): a bounded LRU of KV states keyed by token
+ids at step boundaries (`PrefixCache`). The policy keeps each prompt's KV after its prefill and
+each unfinished sample's KV (prompt + the step it wrote), so a child's prompt computes only what
+its parent's entry lacks (at least its last token, whose logits start the decode); the n samples
+of a request share one prefill. The PRM keeps each scored sequence's KV (both models' for an
+implicit PRM) with the per-position values already read (the reward at each position, or the
+implicit PRM's cumulative log ratio), so a child's score computes only its new step's tokens.
+Requests of one batch with different cached lengths share one forward: each row's cached KV is
+left-padded to the longest, its new tokens left-padded after it, and the attention mask and
+position ids skip the gaps. Options (`EngineConfig.options`): `prefix_cache` (default true),
+`cache_entries` (default 4096) and `cache_tokens` (default 65536; the sum of the entries'
+sequence lengths) bound the cache per engine. Models whose KV cache is not a plain per-layer
+one (sliding windows, recurrent states) run without it.
 """
 
 from __future__ import annotations
@@ -21,6 +35,7 @@ import dataclasses
 import json
 import random
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,6 +232,170 @@ def cache_keyword(model: Any) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
+# ------------------------------------------------------------------ the prefix cache
+
+DEFAULT_CACHE_ENTRIES = 4096
+DEFAULT_CACHE_TOKENS = 65536
+CACHE_OPTIONS = ("prefix_cache", "cache_entries", "cache_tokens")
+
+KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (keys, values), each (kv heads, length, head dim)
+
+
+@dataclass
+class CacheEntry:
+    """One cached sequence: its token ids, each model's KV over all of them, and (PRM) one value
+    per position already read from them (see `HFReward`)."""
+
+    ids: tuple[int, ...]
+    kv: list[KV]  # one per model (the policy; the PRM; the PRM and its reference)
+    values: torch.Tensor | None = None
+
+
+class PrefixCache:
+    """A bounded LRU of `CacheEntry`s keyed by token ids. `lookup` returns the entry with the
+    longest key that is a prefix of (or equal to) the ids asked for; a hit moves it to the back.
+    Bounded by entries and by tokens (the sum of the keys' lengths); the least recently used go."""
+
+    def __init__(self, max_entries: int = DEFAULT_CACHE_ENTRIES, max_tokens: int = DEFAULT_CACHE_TOKENS):
+        self.max_entries, self.max_tokens = max_entries, max_tokens
+        self.entries: OrderedDict[tuple[int, ...], CacheEntry] = OrderedDict()
+        self._lengths: dict[int, int] = {}  # key length -> entries of that length
+        self.tokens = 0
+        self.hits = self.misses = self.hit_tokens = self.query_tokens = 0
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def lookup(self, ids: list[int] | tuple[int, ...]) -> CacheEntry | None:
+        for n in sorted((n for n in self._lengths if n <= len(ids)), reverse=True):
+            entry = self.entries.get(tuple(ids[:n]))
+            if entry is not None:
+                self.entries.move_to_end(entry.ids)
+                return entry
+        return None
+
+    def count(self, asked: int, reused: int) -> None:
+        """Statistics: `asked` tokens looked up, `reused` of them not computed."""
+        self.query_tokens += asked
+        self.hit_tokens += reused
+        if reused:
+            self.hits += 1
+        else:
+            self.misses += 1
+
+    def insert(self, entry: CacheEntry) -> None:
+        if not entry.ids or len(entry.ids) > self.max_tokens or self.max_entries < 1:
+            return
+        old = self.entries.pop(entry.ids, None)
+        if old is not None:
+            self._forget(old)
+        self.entries[entry.ids] = entry
+        self._lengths[len(entry.ids)] = self._lengths.get(len(entry.ids), 0) + 1
+        self.tokens += len(entry.ids)
+        while len(self.entries) > self.max_entries or self.tokens > self.max_tokens:
+            self._forget(self.entries.popitem(last=False)[1])
+
+    def _forget(self, entry: CacheEntry) -> None:
+        self.tokens -= len(entry.ids)
+        n = len(entry.ids)
+        self._lengths[n] -= 1
+        if not self._lengths[n]:
+            del self._lengths[n]
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self._lengths.clear()
+        self.tokens = 0
+
+    def stats(self) -> dict[str, int]:
+        return {"entries": len(self.entries), "tokens": self.tokens, "max_entries": self.max_entries,
+                "max_tokens": self.max_tokens, "hits": self.hits, "misses": self.misses,
+                "query_tokens": self.query_tokens, "hit_tokens": self.hit_tokens}
+
+
+def cache_settings(cfg: EngineConfig, role: str) -> tuple[int, int] | None:
+    """(max entries, max tokens) of the prefix cache from `cfg.options`, None when it is off;
+    bad input -> ConfigError."""
+    opts = dict(cfg.options or {})
+    unknown = sorted(set(opts) - set(CACHE_OPTIONS))
+    if unknown:
+        raise ConfigError(f"unknown hf {role} option {unknown[0]!r} (known: {', '.join(CACHE_OPTIONS)})")
+    on = opts.get("prefix_cache", True)
+    if not isinstance(on, bool):
+        raise ConfigError(f"hf {role}: options.prefix_cache must be true or false, got {on!r}")
+    sizes = []
+    for key, default in (("cache_entries", DEFAULT_CACHE_ENTRIES), ("cache_tokens", DEFAULT_CACHE_TOKENS)):
+        value = opts.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"hf {role}: options.{key} must be a positive integer, got {value!r}")
+        sizes.append(value)
+    return (sizes[0], sizes[1]) if on else None
+
+
+def _plain_kv_cache(model: Any) -> bool:
+    """Whether the model's KV cache is one full-length `DynamicLayer` per layer (what the prefix
+    cache can slice and pad); sliding-window or recurrent layers are not."""
+    from transformers.cache_utils import DynamicCache, DynamicLayer
+
+    try:
+        layers = DynamicCache(config=model.config).layers
+    except Exception:  # noqa: BLE001  (an unusual config: no prefix cache rather than no engine)
+        return False
+    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+
+
+def _make_cache(model: Any, past: list[tuple[KV | None, int]] | None = None) -> Any:
+    """A `DynamicCache` for a batch: empty, or each row's first r cached tokens (`past`: per row
+    (its entry's KV or None, r)) left-padded to the longest r."""
+    from transformers.cache_utils import DynamicCache
+
+    width = max((r for _, r in past), default=0) if past else 0
+    if not width:
+        return DynamicCache(config=model.config)
+    ref = next(kv for kv, r in past if r)  # type: ignore[union-attr]
+    layers = []
+    for layer, (k0, v0) in enumerate(ref):
+        keys = k0.new_zeros((len(past), k0.shape[0], width, k0.shape[2]))
+        values = v0.new_zeros((len(past), v0.shape[0], width, v0.shape[2]))
+        for row, (kv, r) in enumerate(past):
+            if r:
+                keys[row, :, width - r :] = kv[layer][0][:, :r]  # type: ignore[index]
+                values[row, :, width - r :] = kv[layer][1][:, :r]  # type: ignore[index]
+        layers.append((keys, values))
+    return DynamicCache(ddp_cache_data=layers)
+
+
+def _row_kv(cache: Any, row: int, columns: torch.Tensor) -> KV:
+    """Row `row`'s KV at the given cache columns (its own tokens, padding left out), copied."""
+    return [(layer.keys[row][:, columns], layer.values[row][:, columns]) for layer in cache.layers]
+
+
+@dataclass
+class _Batch:
+    """A forward over new tokens after cached prefixes: row i reads its past (its first r_i
+    tokens) from the cache, then computes `new[i]`. Layout per row, in cache columns:
+    [pad to the longest past][past r_i][pad to the longest new][new n_i]."""
+
+    ids: torch.Tensor  # (rows, new width)
+    mask: torch.Tensor  # (rows, past width + new width)
+    positions: torch.Tensor  # (rows, new width)
+    past: int  # past width
+
+    @classmethod
+    def build(cls, new: list[list[int]], cached: list[int], pad_id: int, device: str) -> _Batch:
+        past = max(cached, default=0)
+        width = max(len(s) for s in new)
+        ids = torch.tensor([[pad_id] * (width - len(s)) + s for s in new], device=device)
+        mask = torch.tensor([[0] * (past - r) + [1] * r + [0] * (width - len(s)) + [1] * len(s)
+                             for s, r in zip(new, cached)], device=device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, past:]
+        return cls(ids, mask, positions, past)
+
+    def columns(self, row: int) -> torch.Tensor:
+        """The cache columns holding row `row`'s tokens (past and new), in order."""
+        return self.mask[row].nonzero()[:, 0]
+
+
 @dataclass
 class _Row:
     """One sample being generated: its prompt, its sampler and the steps written so far."""
@@ -234,15 +413,24 @@ class _Row:
     step_ids: list[int] = field(default_factory=list)  # tokens of the step being written
     carry: str = ""  # text after a delimiter inside one token, starts the next step
     done: bool = False
+    generated: list[int] = field(default_factory=list)  # every token sampled, across steps
+    fed: int = 0  # of those, how many went through the model (their KV is in the batch's cache)
+    cached: int = 0  # prompt tokens reused (from the prefix cache, or a sibling's prefill)
 
     def end_step(self, text: str, finished: bool, rest: str = "") -> None:
-        self.steps.append(GeneratedStep(text=self.carry + text, tokens=len(self.step_ids), finished=finished))
+        # The context of a step: the prompt and the steps before it (in the KV already, so a
+        # later step of a to_end rollout reuses all of it).
+        context = len(self.prompt) + len(self.generated) - len(self.step_ids)
+        self.steps.append(GeneratedStep(text=self.carry + text, tokens=len(self.step_ids), finished=finished,
+                                        prompt_tokens=context, cached_tokens=context if self.steps else self.cached))
         self.step_ids, self.carry = [], rest
         self.done = finished or len(self.steps) >= self.max_steps
 
 
 class HFPolicy:
-    def __init__(self, tokenizer: Any, model: Any, device: str, max_batch: int = 64, name: str = ""):
+    def __init__(self, tokenizer: Any, model: Any, device: str, max_batch: int = 64, name: str = "",
+                 prefix_cache: tuple[int, int] | None = (DEFAULT_CACHE_ENTRIES, DEFAULT_CACHE_TOKENS)):
+        """`prefix_cache`: (max entries, max tokens) of the KV prefix cache, None for none."""
         self.tokenizer, self.model, self.device = tokenizer, model, device
         self.max_batch = max_batch
         self.name = name
@@ -250,19 +438,23 @@ class HFPolicy:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_ids)
         self.context = context_length(model)
         self._cache_kw = cache_keyword(model)
+        self._logits_kw = {"logits_to_keep": 1} if "logits_to_keep" in _parameters(model) else {}
+        self.cache = PrefixCache(*prefix_cache) if prefix_cache and _plain_kv_cache(model) else None
         self._lock = threading.Lock()  # one batch on the model at a time
 
     @classmethod
     def from_config(cls, cfg: EngineConfig) -> HFPolicy:
+        settings = cache_settings(cfg, "policy")
         tokenizer, model, device = _load(cfg, "policy")
-        return cls(tokenizer, model, device, cfg.max_batch, name=str(cfg.path))
+        return cls(tokenizer, model, device, cfg.max_batch, name=str(cfg.path), prefix_cache=settings)
 
     def info(self) -> EngineInfo:
         return EngineInfo(
             kind="hf",
             model=self.name,
             device=self.device,
-            extra={"parameters": self.model.num_parameters(), "dtype": str(self.model.dtype), "max_batch": self.max_batch},
+            extra={"parameters": self.model.num_parameters(), "dtype": str(self.model.dtype), "max_batch": self.max_batch,
+                   "prefix_cache": self.cache.stats() if self.cache is not None else None},
         )
 
     async def generate(self, requests: list[StepRequest]) -> list[list[list[GeneratedStep]]]:
@@ -301,26 +493,65 @@ class HFPolicy:
             self._run(rows)
 
     def _run(self, rows: list[_Row]) -> None:
-        """Left-padded prefill, then one token per live row per step through the KV cache."""
-        width = max(len(r.prompt) for r in rows)
-        ids = torch.tensor([[self.pad_id] * (width - len(r.prompt)) + r.prompt for r in rows], device=self.device)
-        mask = torch.tensor([[0] * (width - len(r.prompt)) + [1] * len(r.prompt) for r in rows], device=self.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = None
+        """One prefill per distinct prompt (after its cached prefix), then one token per live row
+        per step through the KV cache; prompts and unfinished samples go to the prefix cache."""
+        groups: dict[tuple[int, ...], list[_Row]] = {}
+        for row in rows:
+            groups.setdefault(tuple(row.prompt), []).append(row)
+        prompts = list(groups)
+        hits: list[tuple[CacheEntry | None, int]] = []
+        for p in prompts:
+            entry = self.cache.lookup(p) if self.cache is not None else None
+            reused = min(len(entry.ids), len(p) - 1) if entry is not None else 0  # the last token starts the decode
+            hits.append((entry, reused))
+            if self.cache is not None:
+                self.cache.count(len(p), reused)
+            for j, row in enumerate(groups[p]):
+                row.cached = reused if j == 0 else len(p)  # the samples after the first share its prefill
+        batch = _Batch.build([list(p[r:]) for p, (_, r) in zip(prompts, hits)], [r for _, r in hits], self.pad_id,
+                             self.device)
+        cache = _make_cache(self.model, [(e.kv[0] if e is not None else None, r) for e, r in hits])
+        out = self.model(input_ids=batch.ids, attention_mask=batch.mask, position_ids=batch.positions, use_cache=True,
+                         **{self._cache_kw: cache}, **self._logits_kw)
+        cache = _returned_cache(out, self._cache_kw, cache)
+        logits = out.logits[:, -1, :].float()
+        if self.cache is not None:
+            for u, p in enumerate(prompts):
+                self.cache.insert(CacheEntry(p, [_row_kv(cache, u, batch.columns(u))]))
+        rows = [row for p in prompts for row in groups[p]]
+        source = [u for u, p in enumerate(prompts) for _ in groups[p]]  # the prompt each row decodes from
+        mask = batch.mask
+        positions = batch.positions[:, -1:]
+        if len(rows) > len(prompts):
+            index = torch.tensor(source, device=self.device)
+            cache.batch_select_indices(index)
+            logits, mask, positions = logits[index], mask[index], positions[index]
+        prefilled = mask.shape[1]
         while True:
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                             **{self._cache_kw: cache})
-            cache = getattr(out, self._cache_kw)
-            logits = out.logits[:, -1, :].float()
-            next_ids = [self._sample(r, logits[i]) if not r.done else self.pad_id for i, r in enumerate(rows)]
-            for r, tok in zip(rows, next_ids):
-                if not r.done:
+            live = [not r.done for r in rows]
+            next_ids = [self._sample(r, logits[i]) if alive else self.pad_id for i, (r, alive) in enumerate(zip(rows, live))]
+            for r, tok, alive in zip(rows, next_ids, live):
+                if alive:
                     self._advance(r, tok)
             if all(r.done for r in rows):
-                return
+                break
+            for r, alive in zip(rows, live):
+                r.fed += alive
             ids = torch.tensor(next_ids, device=self.device)[:, None]
             mask = torch.cat([mask, torch.ones_like(ids)], dim=1)
-            positions = positions[:, -1:] + 1
+            positions = positions + 1
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                             **{self._cache_kw: cache})
+            cache = _returned_cache(out, self._cache_kw, cache)
+            logits = out.logits[:, -1, :].float()
+        if self.cache is not None:
+            # An unfinished sample's KV (prompt + its step) is its children's prompt, short of the delimiter
+            # tokens it did not feed back.
+            for i, (row, u) in enumerate(zip(rows, source)):
+                if row.fed and not (row.steps and row.steps[-1].finished):
+                    columns = torch.cat([batch.columns(u), torch.arange(prefilled, prefilled + row.fed, device=self.device)])
+                    self.cache.insert(CacheEntry(tuple(row.prompt) + tuple(row.generated[: row.fed]),
+                                                 [_row_kv(cache, i, columns)]))
 
     @staticmethod
     def _sample(row: _Row, logits: torch.Tensor) -> int:
@@ -335,6 +566,7 @@ class HFPolicy:
 
     def _advance(self, row: _Row, tok: int) -> None:
         row.step_ids.append(tok)
+        row.generated.append(tok)
         if row.room is not None:
             row.room -= 1
         if tok in self.eos_ids:
@@ -357,6 +589,21 @@ class HFPolicy:
         return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
 
+def _parameters(model: Any) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(model.forward).parameters)
+
+
+def _returned_cache(out: Any, keyword: str, passed: Any) -> Any:
+    """The KV cache after a forward: the output's, or the one passed (updated in place; heads
+    such as token classification do not return it)."""
+    returned = getattr(out, keyword, None)
+    if returned is None:
+        returned = getattr(out, "past_key_values", None)
+    return returned if returned is not None else passed
+
+
 def _has_answer(text: str) -> bool:
     return extract_answer(text) is not None
 
@@ -372,12 +619,31 @@ def _eos_ids(tokenizer: Any, model: Any) -> set[int]:
     return ids
 
 
+@dataclass
+class _Scored:
+    """One PRM forward over a batch (see `HFReward._forward`)."""
+
+    logits: list[torch.Tensor]
+    entries: list[CacheEntry | None]
+    reused: list[int]
+    batch: _Batch
+    caches: list[Any]
+
+
 class HFReward:
-    """A PRM on transformers: Math-Shepherd (label-token logits at each step tag) or implicit
-    (a second forward pass through the reference model; see `PRMConvention`)."""
+    """A PRM on transformers: Math-Shepherd (label-token logits at each step tag), a two-class
+    token head (`classifier`; built directly with such a model, `from_config` does not load one)
+    or implicit (a second forward pass through the reference model; see `PRMConvention`).
+
+    With the prefix cache each scored sequence keeps both its KV (per model) and its values per
+    position: the reward read at each position (math-shepherd, classifier), or the implicit
+    PRM's cumulative log ratio c[j] = sum of log pi/pi_ref over tokens 1..j, so the scores of the
+    steps in a cached prefix are read back rather than recomputed."""
 
     def __init__(self, tokenizer: Any, model: Any, device: str, conv: PRMConvention, max_batch: int = 64, name: str = "",
-                 reference: Any = None):
+                 reference: Any = None,
+                 prefix_cache: tuple[int, int] | None = (DEFAULT_CACHE_ENTRIES, DEFAULT_CACHE_TOKENS)):
+        """`prefix_cache`: (max entries, max tokens) of the KV prefix cache, None for none."""
         self.tokenizer, self.model, self.device = tokenizer, model, device
         self.max_batch = max_batch
         self.name = name
@@ -389,10 +655,14 @@ class HFReward:
             self.label_ids = [int(conv.good_token_id), int(conv.bad_token_id)]  # type: ignore[arg-type]
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.context = context_length(model)
+        self.models = [model] if reference is None or conv.style != "implicit" else [model, reference]
+        plain = prefix_cache and all(_plain_kv_cache(m) for m in self.models)
+        self.cache = PrefixCache(*prefix_cache) if plain else None  # type: ignore[misc]
         self._lock = threading.Lock()
 
     @classmethod
     def from_config(cls, cfg: EngineConfig) -> HFReward:
+        settings = cache_settings(cfg, "reward")
         tokenizer, model, device = _load(cfg, "reward")
         conv = load_prm_convention(cfg.path, tokenizer)  # type: ignore[arg-type]
         if conv.style == "classifier":
@@ -403,14 +673,16 @@ class HFReward:
             ref_tok, reference, _ = _load(dataclasses.replace(cfg, path=conv.reference), "reward reference")
             if ref_tok.get_vocab() != tokenizer.get_vocab():
                 raise ConfigError(f"hf reward: reference {conv.reference} has another tokenizer than {cfg.path}")
-        return cls(tokenizer, model, device, conv, cfg.max_batch, name=str(cfg.path), reference=reference)
+        return cls(tokenizer, model, device, conv, cfg.max_batch, name=str(cfg.path), reference=reference,
+                   prefix_cache=settings)
 
     def info(self) -> EngineInfo:
         return EngineInfo(
             kind="hf",
             model=self.name,
             device=self.device,
-            extra={"parameters": self.model.num_parameters(), "style": self.conv.style, "max_batch": self.max_batch},
+            extra={"parameters": self.model.num_parameters(), "style": self.conv.style, "max_batch": self.max_batch,
+                   "prefix_cache": self.cache.stats() if self.cache is not None else None},
         )
 
     async def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
@@ -425,38 +697,103 @@ class HFReward:
                 return self._score_implicit(requests)
             return self._score(requests)
 
-    def _batch(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _check(self, seqs: list[list[int]]) -> None:
         if self.context is not None:
             for s in seqs:
                 if len(s) > self.context:
                     raise PromptTooLong(f"the PRM input is {len(s)} tokens; the PRM reads at most {self.context}")
-        width = max(len(s) for s in seqs)
-        ids = torch.tensor([s + [self.pad_id] * (width - len(s)) for s in seqs], device=self.device)
-        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=self.device)
-        return ids, mask
+        if any(not s for s in seqs):
+            raise ValueError("an empty PRM input")
+
+    def _forward(self, seqs: list[list[int]], back: int) -> _Scored:
+        """Every model's logits over each sequence's uncached tokens, after its cached prefix.
+        `back`: how many of a cached entry's last tokens are computed again (1 where the values
+        of a position need the logits before it). Returns (logits per model, shape (rows, new
+        width, ...), left-padded; the entry each row reused; tokens reused per row; the batch; the
+        models' KV caches after it, when caching)."""
+        self._check(seqs)
+        entries: list[CacheEntry | None] = []
+        reused: list[int] = []
+        for s in seqs:
+            entry = self.cache.lookup(s) if self.cache is not None else None
+            r = max(0, min(len(entry.ids) - back, len(s) - 1)) if entry is not None else 0
+            entries.append(entry if r else None)
+            reused.append(r)
+        batch = _Batch.build([s[r:] for s, r in zip(seqs, reused)], reused, self.pad_id, self.device)
+        logits, caches = [], []
+        for m, model in enumerate(self.models):
+            kw: dict[str, Any] = {"use_cache": False}
+            if self.cache is not None:
+                cache = _make_cache(model, [(e.kv[m] if e is not None else None, r) for e, r in zip(entries, reused)])
+                kw = {"use_cache": True, cache_keyword(model): cache}
+            out = model(input_ids=batch.ids, attention_mask=batch.mask, position_ids=batch.positions, **kw)
+            logits.append(out.logits)
+            if self.cache is not None:
+                caches.append(_returned_cache(out, cache_keyword(model), kw[cache_keyword(model)]))
+        return _Scored(logits, entries, reused, batch, caches)
+
+    def _remember(self, seqs: list[list[int]], run: _Scored, values: list[torch.Tensor]) -> None:
+        """Counts what each sequence reused, and caches its KV (every model's) and its values per position."""
+        if self.cache is None:
+            return
+        for i, (s, r, v) in enumerate(zip(seqs, run.reused, values)):
+            self.cache.count(len(s), r)
+            columns = run.batch.columns(i)
+            self.cache.insert(CacheEntry(tuple(s), [_row_kv(c, i, columns) for c in run.caches], v))
 
     def _score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
         seqs = [self.conv.input_ids(self.tokenizer, r.problem, r.steps) for r in requests]
-        ids, mask = self._batch(seqs)
-        logits = self.model(input_ids=ids, attention_mask=mask).logits
-        good = logits[..., self.label_ids].float().softmax(-1)[..., 0]
-        results = []
-        for i, (r, s) in enumerate(zip(requests, seqs)):
-            rewards = good[i][(ids[i] == self.conv.step_tag_id) & (mask[i] == 1)].tolist()
+        run = self._forward(seqs, back=0)
+        logits, entries, reused = run.logits[0], run.entries, run.reused
+        if self.conv.style == "classifier":
+            good = logits.float().softmax(-1)[..., self.conv.good_label]
+        else:
+            good = logits[..., self.label_ids].float().softmax(-1)[..., 0]
+        results, values = [], []
+        for i, (r, s, entry, cached) in enumerate(zip(requests, seqs, entries, reused)):
+            new = good[i, good.shape[1] - (len(s) - cached) :]
+            per_position = torch.cat([entry.values[:cached], new]) if entry is not None else new.clone()  # type: ignore[index]
+            values.append(per_position)
+            tags = torch.tensor(s, device=per_position.device) == self.conv.step_tag_id
+            rewards = per_position[tags].tolist()
             if len(rewards) != len(r.steps):  # a step that itself holds the tag text
                 raise ValueError(f"PRM input has {len(rewards)} step tags for {len(r.steps)} steps")
-            results.append(ScoreResult(rewards=rewards, tokens=len(s)))
+            results.append(ScoreResult(rewards=rewards, tokens=len(s), cached_tokens=cached))
+        self._remember(seqs, run, values)
         return results
 
     def _score_implicit(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
-        return [ScoreResult(rewards=torch.sigmoid(self.conv.beta * q).tolist(), tokens=2 * n) for q, n in self.q_values(requests)]
+        return [ScoreResult(rewards=torch.sigmoid(self.conv.beta * q).tolist(), tokens=2 * n, cached_tokens=2 * r)
+                for q, n, r in self._implicit(requests)]
 
     def q_values(self, requests: list[ScoreRequest]) -> list[tuple[torch.Tensor, int]]:
         """An implicit PRM's (q_k per step before beta and the sigmoid, input length) per request."""
+        return [(q, n) for q, n, _ in self._implicit(requests)]
+
+    def _implicit(self, requests: list[ScoreRequest]) -> list[tuple[torch.Tensor, int, int]]:
+        """(q_k per step, input length, tokens reused per model) per request."""
         spans = [self.conv.step_spans(self.tokenizer, r.problem, r.steps) for r in requests]
-        ids, mask = self._batch([s[0] for s in spans])
-        ratio = token_logprobs(self.model, ids, mask) - token_logprobs(self.reference, ids, mask)
-        return [(implicit_q(ratio[i], first, ends), len(seq)) for i, (seq, first, ends) in enumerate(spans)]
+        seqs = [s[0] for s in spans]
+        # c[j], the summed ratio through token j, needs the logits at j - 1: a cached entry's
+        # last token is computed again, its logits giving the first new token's ratio.
+        run = self._forward(seqs, back=1)
+        prm, ref = run.logits
+        ratio = _new_logprobs(prm, run.batch.ids) - _new_logprobs(ref, run.batch.ids)  # column c scores new token c + 1
+        out, values = [], []
+        for i, ((seq, first, ends), entry, cached) in enumerate(zip(spans, run.entries, run.reused)):
+            n = len(seq) - cached  # new tokens; the first one's ratio is in the entry (or it is token 0)
+            new = ratio[i, ratio.shape[1] - (n - 1) :] if n > 1 else ratio.new_zeros(0)
+            head = entry.values[: cached + 1] if entry is not None else ratio.new_zeros(1)  # type: ignore[index]
+            cum = torch.cat([head, head[-1] + new.cumsum(0)])
+            values.append(cum)
+            out.append((cumulative_q(cum, first, ends), len(seq), cached))
+        self._remember(seqs, run, values)
+        return out
+
+
+def _new_logprobs(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """log p(token c + 1 | ...) from the logits at column c, shape (rows, width - 1), float32."""
+    return logits[:, :-1].float().log_softmax(-1).gather(-1, ids[:, 1:, None])[..., 0]
 
 
 def token_logprobs(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -468,6 +805,10 @@ def token_logprobs(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> torch.T
 def implicit_q(ratio: torch.Tensor, first: int, ends: list[int]) -> torch.Tensor:
     """q_k = sum of the per-token log ratios over tokens first .. ends[k]-1 (`ratio[j]` scores
     token j+1, as `token_logprobs` returns)."""
-    total = torch.cat([ratio.new_zeros(1), ratio.cumsum(0)])  # total[j] = sum of ratio[:j]
+    return cumulative_q(torch.cat([ratio.new_zeros(1), ratio.cumsum(0)]), first, ends)
+
+
+def cumulative_q(total: torch.Tensor, first: int, ends: list[int]) -> torch.Tensor:
+    """q_k from `total[j]` = the summed log ratio of tokens 1 .. j (total[0] = 0)."""
     first = max(first, 1)  # token 0 has no prediction
-    return torch.stack([total[e - 1] - total[first - 1] for e in ends]) if ends else ratio.new_zeros(0)
+    return torch.stack([total[e - 1] - total[first - 1] for e in ends]) if ends else total.new_zeros(0)
