@@ -90,3 +90,248 @@ def compare(problems: int, engine: str = "hf", dataset: str | None = None, n: in
         "auto_reaching_bar": best,
         "token_ratio": round(best["tokens_per_problem"] / uniform["tokens_per_problem"], 4) if best else None,
     }
+
+
+# -- auto (calibrated, optimised allocation) against fixed strategies ------------------------------
+
+STRATEGIES = ("best_of_n", "beam_search", "dvts", "rebase")
+WIDTHS = (4, 8, 16, 32, 64)
+JOB_FRACTIONS = (1 / 16, 1 / 8, 1 / 4, 1 / 2)
+
+
+def _summary(results: list[SearchResult]) -> dict[str, Any]:
+    return {
+        "accuracy": round(statistics.mean(bool(r.correct) for r in results), 4),
+        "cost": round(statistics.mean(r.compute.cost for r in results), 1),
+        "raw_cost": round(statistics.mean(r.compute.raw_cost for r in results), 1),
+        "errors": sum(1 for r in results if r.stop_reason == "error"),
+    }
+
+
+async def _results(runner: Runner, problems: list[Problem], strategy: str, budget: str,
+                   params: dict[str, Any] | None = None) -> dict[str, SearchResult]:
+    return {p.id: r async for p, r in runner.run(problems, strategy, budget, params)}
+
+
+def _interp(curve: list[dict[str, Any]], cost: float) -> float | None:
+    """A fixed strategy's accuracy at `cost`, linear in log cost between its measured widths
+    (None outside its measured range)."""
+    import math
+
+    pts = sorted(curve, key=lambda p: p["cost"])
+    for a, b in zip(pts, pts[1:]):
+        if a["cost"] <= cost <= b["cost"]:
+            if b["cost"] == a["cost"]:
+                return max(a["accuracy"], b["accuracy"])
+            t = (math.log(cost) - math.log(a["cost"])) / (math.log(b["cost"]) - math.log(a["cost"]))
+            return a["accuracy"] + t * (b["accuracy"] - a["accuracy"])
+    return None
+
+
+def auto_vs_fixed(engine: str = "sim", dev: str = "arith:150:seed=11", test: str = "arith:200:seed=7",
+                  strategies: tuple[str, ...] = STRATEGIES, widths: tuple[int, ...] = WIDTHS,
+                  fractions: tuple[float, ...] = JOB_FRACTIONS, concurrency: int = 32,
+                  table_path: Path | None = None, probe_samples: int = 4, log: Any = print) -> dict[str, Any]:
+    """Calibrate on `dev`, then on `test`: weighted best-of-64, every fixed strategy at every
+    width, and `auto` (the calibrated table) at job budgets that are fractions of best-of-64's
+    cost; and the calibration's own check (test problems per bin, observed pass@1 per bin)."""
+    from ponder.config import Budget
+    from ponder.scheduler.allocation import AllocationTable
+    from ponder.scheduler.calibrate import apply_map, calibrate, candidate_pass_rate
+
+    runner = make_runner(engine, concurrency)
+    dev_ps, test_ps = load_problems(dev), load_problems(test)
+    if {p.problem for p in dev_ps} & {p.problem for p in test_ps}:
+        log("  warning: dev and test share problems")
+    t0 = time.perf_counter()
+    data = asyncio.run(calibrate(dev_ps, runner, [Budget(n=w) for w in widths], list(strategies),
+                                 probe_samples=probe_samples))
+    table_path = table_path or Path(tempfile.mkdtemp(prefix="ponder-auto-")) / "table.yaml"
+    import yaml
+
+    table_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    table = AllocationTable.load(table_path)
+    log(f"  calibrated on {dev} in {time.perf_counter() - t0:.0f} s: bins {data['calibration']['bins']}, "
+        f"observed pass@1 {data['calibration']['observed_pass1']} -> {table_path}")
+
+    t0 = time.perf_counter()
+    fixed: dict[str, list[dict[str, Any]]] = {}
+    bo64 = None
+    for s in strategies:
+        for w in widths:
+            res = asyncio.run(_results(runner, test_ps, s, f"n={w}"))
+            fixed.setdefault(s, []).append({"n": w, **_summary(list(res.values()))})
+            if s == "best_of_n" and w == max(widths):
+                bo64 = res
+        log(f"  {s}: " + ", ".join(f"n={p['n']} {p['accuracy']:.3f}@{p['cost']:.0f}" for p in fixed[s]))
+    fixed_s = round(time.perf_counter() - t0, 1)
+    uniform = next(p for p in fixed["best_of_n"] if p["n"] == max(widths))
+
+    # The difficulty estimate on the test set: bins of the map, pass@1 observed (best-of-64's candidates).
+    probes = asyncio.run(_results(runner, test_ps, "probe", f"n={probe_samples}"))
+    eb = apply_map(table, probes)
+    bins: dict[str, dict[str, Any]] = {}
+    for name in ("easy", "medium", "hard"):
+        ids = [p.id for p in test_ps if eb[p.id][1] == name]
+        if ids:
+            bins[name] = {"problems": len(ids), "share": round(len(ids) / len(test_ps), 4),
+                          "mean_estimate": round(statistics.mean(eb[i][0] for i in ids), 4),
+                          "observed_pass1": round(statistics.mean(candidate_pass_rate(bo64[i], next(
+                              p.answer for p in test_ps if p.id == i)) for i in ids), 4)}
+    raw_bins = {}
+    for p in test_ps:
+        from ponder.scheduler.difficulty import difficulty_bin
+
+        b = difficulty_bin(float(probes[p.id].meta["probe_score"]))
+        raw_bins[b] = raw_bins.get(b, 0) + 1
+    log(f"  test bins (calibrated): {bins}; by the raw score: {raw_bins}")
+
+    autos = []
+    t0 = time.perf_counter()
+    for f in fractions:
+        budget = str(max(1, int(uniform["cost"] * f)))
+        res = list(asyncio.run(_results(runner, test_ps, "auto", budget, {"table": str(table_path),
+                                                                       "probe_samples": probe_samples})).values())
+        a = {"fraction": f, "budget": budget, **_summary(res)}
+        picks: dict[str, int] = {}
+        for r in res:
+            k = f"{r.meta.get('difficulty')}:{r.meta.get('auto_strategy')}@{r.meta.get('auto_n')}"
+            picks[k] = picks.get(k, 0) + 1
+        a["picks"] = dict(sorted(picks.items()))
+        best_point = max((p["accuracy"], s, p["n"]) for s, c in fixed.items() for p in c if p["cost"] <= a["cost"]) \
+            if any(p["cost"] <= a["cost"] for c in fixed.values() for p in c) else None
+        interp = {s: _interp(c, a["cost"]) for s, c in fixed.items()}
+        interp = {s: round(v, 4) for s, v in interp.items() if v is not None}
+        a["best_fixed_within_cost"] = ({"accuracy": best_point[0], "strategy": best_point[1], "n": best_point[2]}
+                                       if best_point else None)
+        a["fixed_at_same_cost"] = interp
+        a["beats_fixed"] = all(a["accuracy"] >= v - 1e-9 for v in interp.values()) and (
+            best_point is None or a["accuracy"] >= best_point[0])
+        autos.append(a)
+        log(f"  auto @ {f:.4f} x ({budget}): accuracy {a['accuracy']:.3f} at {a['cost']:.0f} "
+            f"(raw {a['raw_cost']:.0f}); best fixed within cost {a['best_fixed_within_cost']}; "
+            f"fixed interpolated {interp}; picks {a['picks']}")
+    reached = [a for a in autos if a["accuracy"] >= uniform["accuracy"]]
+    best = min(reached, key=lambda a: a["cost"]) if reached else None
+    return {
+        "engine": engine,
+        "dev": dev,
+        "test": test,
+        "problems": len(test_ps),
+        "probe_samples": probe_samples,
+        "cost_unit": "Compute.cost (cache_discount as configured); raw_cost: every token computed",
+        "calibration": {k: data["calibration"][k] for k in ("bins", "observed_pass1", "label", "problems")},
+        "difficulty_map": data.get("difficulty_map"),
+        "test_bins": bins,
+        "test_bins_raw_score": raw_bins,
+        "uniform": uniform,
+        "fixed": fixed,
+        "auto": autos,
+        "auto_reaching_bar": best,
+        "cost_ratio": round(best["cost"] / uniform["cost"], 4) if best else None,
+        "raw_cost_ratio": round(best["raw_cost"] / uniform["raw_cost"], 4) if best else None,
+        "fixed_s": fixed_s,
+        "auto_s": round(time.perf_counter() - t0, 1),
+        "table": str(table_path),
+    }
+
+
+def difficulty_check(engine: str = "hf", dev: str = "arith:150:seed=11", test: str = "arith:150:seed=13",
+                     label_width: int = 16, probe_samples: int = 4, concurrency: int = 16,
+                     log: Any = print) -> dict[str, Any]:
+    """Only the difficulty estimate (target: on the test set, >= 2 bins with >= 20% of the
+    problems each, observed pass@1 ordered easy > medium > hard): fit the map on `dev` (probe +
+    best-of-`label_width` as the label), then bin `test` by it and measure pass@1 per bin."""
+    from ponder.config import Budget
+    from ponder.scheduler.allocation import AllocationTable
+    from ponder.scheduler.calibrate import apply_map, calibrate, candidate_pass_rate
+    from ponder.scheduler.difficulty import difficulty_bin
+
+    runner = make_runner(engine, concurrency)
+    dev_ps, test_ps = load_problems(dev), load_problems(test)
+    t0 = time.perf_counter()
+    data = asyncio.run(calibrate(dev_ps, runner, [Budget(n=label_width)], ["best_of_n"], probe_samples=probe_samples))
+    table = AllocationTable.from_dict(data)
+    log(f"  map fitted on {dev} in {time.perf_counter() - t0:.0f} s: {data['difficulty_map']}")
+    probes = asyncio.run(_results(runner, test_ps, "probe", f"n={probe_samples}"))
+    labels = asyncio.run(_results(runner, test_ps, "best_of_n", f"n={label_width}"))
+    eb = apply_map(table, probes)
+    out: dict[str, Any] = {"engine": engine, "dev": dev, "test": test, "label": f"best_of_n n={label_width}",
+                           "probe_samples": probe_samples, "difficulty_map": data["difficulty_map"],
+                           "dev_bins": data["calibration"]["bins"], "dev_observed_pass1": data["calibration"]["observed_pass1"]}
+    for kind, bin_of in (("calibrated", lambda i: eb[i][1]),
+                         ("raw_score", lambda i: difficulty_bin(float(probes[i].meta["probe_score"])))):
+        bins = {}
+        for name in ("easy", "medium", "hard"):
+            ids = [p for p in test_ps if bin_of(p.id) == name]
+            if ids:
+                bins[name] = {"problems": len(ids), "share": round(len(ids) / len(test_ps), 4),
+                              "observed_pass1": round(statistics.mean(candidate_pass_rate(labels[p.id], p.answer)
+                                                                      for p in ids), 4)}
+        out[f"test_bins_{kind}"] = bins
+        log(f"  test bins ({kind}): {bins}")
+    out["bench_s"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+def plot(res: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for s, c in res["fixed"].items():
+        ax.plot([p["cost"] for p in c], [p["accuracy"] for p in c], "o-", label=f"{s} (n={c[0]['n']}..{c[-1]['n']})",
+                alpha=0.8)
+    a = res["auto"]
+    ax.plot([p["cost"] for p in a], [p["accuracy"] for p in a], "k*-", ms=11, lw=2, label="auto (calibrated)")
+    u = res["uniform"]
+    ax.axhline(u["accuracy"], color="grey", ls=":", lw=1)
+    ax.axvline(u["cost"] / 4, color="grey", ls="--", lw=1, label="1/4 of best-of-64's cost")
+    ax.set_xscale("log")
+    ax.set_xlabel("cost per problem (Compute.cost)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"auto vs fixed strategies, {res['engine']} engines, test {res['test']}")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(description="auto (calibrated) vs fixed strategies")
+    ap.add_argument("--engine", default="sim", choices=["sim", "hf"])
+    ap.add_argument("--dev", default="arith:150:seed=11")
+    ap.add_argument("--test", default="arith:200:seed=7")
+    ap.add_argument("--widths", default=",".join(map(str, WIDTHS)))
+    ap.add_argument("--fractions", default=",".join(f"{f:g}" for f in JOB_FRACTIONS))
+    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--probe-samples", type=int, default=4)
+    ap.add_argument("--difficulty-only", action="store_true", help="only fit and check the difficulty map")
+    ap.add_argument("--out", default=None, help="results JSON (default bench/results/auto_vs_fixed-<engine>.json)")
+    args = ap.parse_args(argv)
+    results = Path(__file__).resolve().parent / "results"
+    out = Path(args.out) if args.out else results / f"auto_vs_fixed-{args.engine}.json"
+    t0 = time.perf_counter()
+    if args.difficulty_only:
+        out = Path(args.out) if args.out else results / f"auto_difficulty-{args.engine}.json"
+        res = difficulty_check(args.engine, args.dev, args.test, probe_samples=args.probe_samples,
+                               concurrency=args.concurrency)
+        out.write_text(json.dumps(res, indent=1) + "\n")
+        print(f"wrote {out}")
+        return
+    res = auto_vs_fixed(args.engine, args.dev, args.test, widths=tuple(int(w) for w in args.widths.split(",")),
+                        fractions=tuple(float(f) for f in args.fractions.split(",")), concurrency=args.concurrency,
+                        probe_samples=args.probe_samples, table_path=out.with_name(out.stem + "-table.yaml"))
+    res["bench_s"] = round(time.perf_counter() - t0, 1)
+    out.write_text(json.dumps(res, indent=1) + "\n")
+    plot(res, out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.png')}; cost ratio to reach best-of-64: {res['cost_ratio']}")
+
+
+if __name__ == "__main__":
+    main()

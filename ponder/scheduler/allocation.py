@@ -1,9 +1,21 @@
-"""The allocation table: difficulty bin -> (strategy, params, budget share), by budget.
+"""The allocation table: difficulty bin -> (strategy, params, width, budget share).
 
 Loaded from YAML (`scheduler.allocation_table`, written by `ponder calibrate`; the shipped
-`default_allocation.yaml` otherwise). Each bin has a default entry and optional `by_budget`
-entries; a query takes the entry whose budget is nearest (on a log scale) to its own, among
-entries of the same kind (width `n=...` or tokens).
+`default_allocation.yaml` otherwise).
+
+A calibrated table carries, besides its bins, the difficulty map (probe features -> predicted
+pass@1, see `difficulty.DifficultyMap`), the dev set's bin mix, and per bin the measured
+accuracy-vs-cost curve of every candidate (strategy, width). For a per-query budget B it then
+solves Snell et al.'s compute-optimal rule as a small optimisation (`optimise`):
+
+    choose one point (s_b, n_b) per bin b  maximising  sum_b mix_b * acc_b(s_b, n_b)
+    subject to                             sum_b mix_b * cost_b(s_b, n_b) <= B
+
+(exact: each bin's curve is cut to its Pareto front, then the combinations are enumerated), and a
+query of bin b runs s_b at width n_b with a grant of `headroom` x cost_b from the job's ledger
+(what it does not spend goes back). A table without curves keeps the hand-written rule: each bin
+has a default entry and optional `by_budget` entries; a query takes the entry whose budget is
+nearest (on a log scale) to its own, among entries of the same kind (width `n=...` or tokens).
 """
 
 from __future__ import annotations
@@ -18,7 +30,7 @@ from typing import Any
 import yaml
 
 from ponder.config import Budget, ConfigError
-from ponder.scheduler.difficulty import BINS, DEFAULT_THRESHOLDS, difficulty_bin
+from ponder.scheduler.difficulty import BINS, DEFAULT_THRESHOLDS, DifficultyMap, difficulty_bin
 
 DEFAULT_TABLE = Path(__file__).with_name("default_allocation.yaml")
 
@@ -59,16 +71,170 @@ def budget_size(b: Budget) -> float:
     return math.inf if size is None else size
 
 
+@dataclass(frozen=True)
+class Point:
+    """One measured point of a bin's accuracy-vs-cost curve: `strategy` at width `n` (with
+    `params`) solved `accuracy` of the bin's dev problems at a mean `cost` per problem, as `auto`
+    spends it (the probe included, its samples reused where the strategy reuses them)."""
+
+    strategy: str
+    n: int
+    accuracy: float
+    cost: float
+    params: tuple[tuple[str, Any], ...] = ()
+
+    def entry(self) -> Entry:
+        return Entry(self.strategy, {**dict(self.params), "n": self.n})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"strategy": self.strategy, "n": self.n, "accuracy": round(self.accuracy, 4),
+                "cost": round(self.cost, 1), **({"params": dict(self.params)} if self.params else {})}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Point:
+        return cls(str(d["strategy"]), int(d["n"]), float(d["accuracy"]), float(d["cost"]),
+                   tuple(sorted((d.get("params") or {}).items())))
+
+
+def pareto(points: list[Point]) -> list[Point]:
+    """The points no other point beats: cheaper-or-equal and at least as accurate. Sorted by cost."""
+    front: list[Point] = []
+    for p in sorted(points, key=lambda p: (p.cost, -p.accuracy)):
+        if not front or p.accuracy > front[-1].accuracy:
+            front.append(p)
+    return front
+
+
+def hull(points: list[Point]) -> list[Point]:
+    """The upper-left convex hull of a curve's Pareto front: the points worth buying when a
+    bin may mix two neighbouring points (each next point's accuracy per extra cost is lower)."""
+    out: list[Point] = []
+    for p in pareto(points):
+        while len(out) >= 2:
+            a, b = out[-2], out[-1]
+            # b lies on or under the chord a-p: drop it
+            if (b.accuracy - a.accuracy) * (p.cost - a.cost) <= (p.accuracy - a.accuracy) * (b.cost - a.cost):
+                out.pop()
+            else:
+                break
+        out.append(p)
+    return out
+
+
+@dataclass
+class Plan:
+    """Per bin, one point, or two neighbouring hull points with the share `mix_up` of the bin's
+    queries taking the dearer one (the LP optimum spends the budget to the last token)."""
+
+    low: dict[str, Point]
+    high: dict[str, Point] = field(default_factory=dict)
+    mix_up: dict[str, float] = field(default_factory=dict)
+    accuracy: float = 0.0  # expected, mix-weighted
+    cost: float = 0.0
+
+    def point(self, bin_name: str, u: float = 0.0) -> Point:
+        """The bin's point for a query whose uniform draw is `u` in [0, 1)."""
+        if bin_name in self.high and u < self.mix_up.get(bin_name, 0.0):
+            return self.high[bin_name]
+        return self.low[bin_name]
+
+
+def optimise(curves: dict[str, list[Point]], mix: dict[str, float], budget: float) -> Plan:
+    """Snell et al.'s compute-optimal rule over difficulty bins, as the multiple-choice knapsack
+
+        maximise sum_b mix_b * acc_b   subject to   sum_b mix_b * cost_b <= budget
+
+    relaxed to allow a bin to split its queries between two points: its exact optimum is greedy
+    on the bins' convex hulls (buy the upgrade with the most accuracy per unit of cost until
+    the budget is spent; the last upgrade goes to a fraction of the bin's queries). When even
+    the cheapest plan costs more than the budget, the cheapest plan."""
+    names = [b for b in curves if curves[b]]
+    hulls = {b: hull(curves[b]) for b in names}
+    at = {b: 0 for b in names}
+    cost = sum(mix.get(b, 0.0) * hulls[b][0].cost for b in names)
+    plan = Plan({b: hulls[b][0] for b in names})
+    while True:
+        ups = []
+        for b in names:
+            w = mix.get(b, 0.0)
+            if at[b] + 1 < len(hulls[b]) and w > 0:
+                lo, hi = hulls[b][at[b]], hulls[b][at[b] + 1]
+                ups.append(((hi.accuracy - lo.accuracy) / max(hi.cost - lo.cost, 1e-9), b, w * (hi.cost - lo.cost)))
+        if not ups:
+            break
+        _, b, extra = max(ups, key=lambda u: (u[0], u[1]))
+        if cost + extra <= budget + 1e-9:
+            at[b] += 1
+            cost += extra
+            plan.low[b] = hulls[b][at[b]]
+            continue
+        if budget > cost:  # the last, partial upgrade
+            plan.high[b] = hulls[b][at[b] + 1]
+            plan.mix_up[b] = (budget - cost) / extra
+            cost = budget
+        break
+    plan.cost = cost
+    for b in names:
+        lo = plan.low[b].accuracy
+        up = plan.mix_up.get(b, 0.0) * (plan.high[b].accuracy - lo) if b in plan.high else 0.0
+        plan.accuracy += mix.get(b, 0.0) * (lo + up)
+    return plan
+
+
 @dataclass
 class AllocationTable:
     bins: dict[str, BinPolicy]
     thresholds: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
     source: str = ""
+    difficulty_map: DifficultyMap | None = None
+    mix: dict[str, float] = field(default_factory=dict)  # dev share of problems per bin
+    curves: dict[str, list[Point]] = field(default_factory=dict)
+    probe_cost_per_sample: float = 0.0  # dev mean: turns a width budget n=N into cost N x this
+    headroom: float = 2.0  # grant = headroom x the chosen point's mean cost (refunded if unspent)
 
-    def bin_of(self, score: float) -> str:
-        return difficulty_bin(score, self.thresholds)
+    def bin_of(self, score: float, consensus: float | None = None) -> str:
+        """The bin of a probe: by the calibrated estimate when the table has a map (features raw
+        score and consensus), else by the raw score itself."""
+        return difficulty_bin(self.estimate(score, consensus), self.thresholds)
 
-    def choose(self, bin_name: str, budget: Budget | None = None) -> tuple[Entry, float]:
+    def estimate(self, score: float, consensus: float | None = None) -> float:
+        if self.difficulty_map is None:
+            return score
+        return self.difficulty_map.predict({"score": score, "consensus": consensus or 0.0})
+
+    @property
+    def optimised(self) -> bool:
+        return bool(self.curves) and any(self.curves.values())
+
+    def plan(self, budget: float) -> Plan:
+        """The compute-optimal plan for a per-query budget (cost units); cached per budget,
+        rounded to 2 significant digits."""
+        key = float(f"{budget:.2g}") if budget > 0 and not math.isinf(budget) else budget
+        cached = self._plans.get(key)
+        if cached is None:
+            cached = self._plans[key] = optimise(self.curves, self.mix, key)
+        return cached
+
+    def __post_init__(self) -> None:
+        self._plans: dict[float, Plan] = {}
+
+    def budget_cost(self, budget: Budget | None) -> float | None:
+        """A query budget in cost units: tokens as they are, a width n as n probe-like samples."""
+        if budget is None:
+            return None
+        if budget.n is not None:
+            return budget.n * self.probe_cost_per_sample if self.probe_cost_per_sample > 0 else None
+        return None if math.isinf(budget.tokens) else budget.tokens
+
+    def choose(self, bin_name: str, budget: Budget | None = None, u: float = 0.0) -> tuple[Entry, float]:
+        """(entry, share) for a query of `bin_name` under `budget`. Optimised tables: the plan's
+        point for the bin (`u`, the query's uniform draw, picks between a split bin's two), with
+        width n in its params and share = headroom x its cost / budget (the weight on the
+        query's fair share of the ledger)."""
+        cost = self.budget_cost(budget)
+        if self.optimised and cost and self.curves.get(bin_name):
+            point = self.plan(cost).point(bin_name, u)
+            return point.entry(), self.headroom * point.cost / cost
         policy = self.bins[bin_name]
         return policy.choose(budget), policy.share
 
@@ -79,6 +245,13 @@ class AllocationTable:
             if p.by_budget:
                 d["by_budget"] = [{"budget": e.budget, "strategy": e.strategy, "params": dict(e.params)} for e in p.by_budget]
             out["bins"][name] = d
+        if self.difficulty_map is not None:
+            out["difficulty_map"] = self.difficulty_map.to_dict()
+        if self.optimised:
+            out["mix"] = {k: round(v, 4) for k, v in self.mix.items()}
+            out["probe_cost_per_sample"] = round(self.probe_cost_per_sample, 2)
+            out["headroom"] = self.headroom
+            out["curves"] = {b: [p.to_dict() for p in pts] for b, pts in self.curves.items()}
         return out
 
     def save(self, path: str | Path) -> None:
@@ -111,7 +284,23 @@ class AllocationTable:
         thresholds = {**DEFAULT_THRESHOLDS, **(data.get("thresholds") or {})}
         if not 0 <= thresholds["medium"] <= thresholds["easy"] <= 1:
             raise ConfigError(f"{where}: thresholds need 0 <= medium <= easy <= 1, got {thresholds}")
-        return cls(bins, thresholds, source)
+        dmap = None
+        if data.get("difficulty_map") is not None:
+            try:
+                dmap = DifficultyMap.from_dict(data["difficulty_map"])
+            except (KeyError, TypeError, ValueError) as err:
+                raise ConfigError(f"{where}: bad difficulty_map: {err}") from None
+        curves: dict[str, list[Point]] = {}
+        for name, pts in (data.get("curves") or {}).items():
+            if name not in BINS:
+                raise ConfigError(f"{where}: curves for unknown bin {name!r}")
+            try:
+                curves[name] = [Point.from_dict(p) for p in pts or []]
+            except (KeyError, TypeError, ValueError) as err:
+                raise ConfigError(f"{where}: bad curve point in bin '{name}': {err}") from None
+        mix = {k: float(v) for k, v in (data.get("mix") or {}).items()}
+        return cls(bins, thresholds, source, dmap, mix, curves, float(data.get("probe_cost_per_sample") or 0.0),
+                   float(data.get("headroom") or 2.0))
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> AllocationTable:

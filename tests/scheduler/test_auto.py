@@ -113,3 +113,41 @@ def test_auto_rejects_bad_params():
         registry.get("auto").make_config({"probe_samples": 0})
     with pytest.raises(ValueError, match="no parameter"):
         registry.get("auto").make_config({"bogus": 1})
+
+
+async def test_auto_grant_goes_through_the_door_and_follows_the_plan(tmp_path):
+    """An optimised table: auto asks ctx.regrant for headroom x the chosen point's cost over its
+    budget, and runs the point's strategy at the point's width."""
+    t = AllocationTable.load().to_dict()
+    t.update({"mix": {"easy": 0.5, "hard": 0.5}, "headroom": 2.0, "thresholds": {"easy": 0.5, "medium": 0.1},
+              "difficulty_map": {"bias": -4.0, "weights": {"score": 0.0, "consensus": 8.0},
+                                 "knots": [[0.02, 0.0], [0.98, 1.0]]},
+              "curves": {"easy": [{"strategy": "best_of_n", "n": 4, "accuracy": 0.9, "cost": 400}],
+                         "hard": [{"strategy": "best_of_n", "n": 4, "accuracy": 0.1, "cost": 400},
+                                  {"strategy": "beam_search", "n": 8, "accuracy": 0.5, "cost": 1600}]}})
+    path = tmp_path / "t.yaml"
+    AllocationTable.from_dict(t).save(path)
+    strat = registry.get("auto")
+    p = problems(1, level=2)[0]
+    asked = []
+
+    ctx = make_ctx(p, FakePolicy(p_correct=0.1), FakePRM(lo=0.02), limit=1000)
+    ctx.regrant = lambda w: asked.append(w) or 1000 * w  # the door: record, grant what is asked
+    res = await strat.fn(p, ctx, strat.make_config({"table": str(path)}))
+    assert res.meta["difficulty"] in ("hard", "medium", "easy") and asked
+    if res.meta["difficulty"] == "hard":
+        assert res.meta["auto_strategy"] in ("best_of_n", "beam_search")
+    ctx = make_ctx(p, FakePolicy(p_correct=1.0), limit=1000)
+    asked.clear()
+    ctx.regrant = lambda w: asked.append(w) or 1000 * w
+    res = await strat.fn(p, ctx, strat.make_config({"table": str(path)}))
+    assert res.meta["difficulty"] == "easy" and res.meta["auto_strategy"] == "best_of_n" and res.meta["auto_n"] == 4
+    assert asked == [pytest.approx(2.0 * 400 / 1000)] and res.meta["grant"] == pytest.approx(800)
+    assert res.meta["estimate"] == pytest.approx(1.0) and res.meta["probe_consensus"] == 1.0
+
+
+def test_auto_forced_strategy_for_calibration():
+    with pytest.raises(ValueError, match="itself"):
+        registry.get("auto").make_config({"strategy": "auto"})
+    cfg = registry.get("auto").make_config({"strategy": "beam_search", "strategy_params": {"beam_width": 2}}, n=8)
+    assert cfg.strategy == "beam_search" and cfg.n == 8
