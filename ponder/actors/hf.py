@@ -743,23 +743,18 @@ class HFReward:
 
     def _score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
         seqs = [self.conv.input_ids(self.tokenizer, r.problem, r.steps) for r in requests]
-        run = self._forward(seqs, back=0)
-        logits, entries, reused = run.logits[0], run.entries, run.reused
-        if self.conv.style == "classifier":
-            good = logits.float().softmax(-1)[..., self.conv.good_label]
-        else:
-            good = logits[..., self.label_ids].float().softmax(-1)[..., 0]
-        results, values = [], []
-        for i, (r, s, entry, cached) in enumerate(zip(requests, seqs, entries, reused)):
-            new = good[i, good.shape[1] - (len(s) - cached) :]
-            per_position = torch.cat([entry.values[:cached], new]) if entry is not None else new.clone()  # type: ignore[index]
-            values.append(per_position)
+        heads = []
+        for r, s in zip(requests, seqs):
+            head = self.conv.input_ids(self.tokenizer, r.problem, [])
+            heads.append(len(head) if s[: len(head)] == head else 0)  # not with a chat template's turn end
+        values, reused = self._values(seqs, heads)
+        results = []
+        for r, s, per_position, cached in zip(requests, seqs, values, reused):
             tags = torch.tensor(s, device=per_position.device) == self.conv.step_tag_id
             rewards = per_position[tags].tolist()
             if len(rewards) != len(r.steps):  # a step that itself holds the tag text
                 raise ValueError(f"PRM input has {len(rewards)} step tags for {len(r.steps)} steps")
             results.append(ScoreResult(rewards=rewards, tokens=len(s), cached_tokens=cached))
-        self._remember(seqs, run, values)
         return results
 
     def _score_implicit(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
@@ -773,22 +768,54 @@ class HFReward:
     def _implicit(self, requests: list[ScoreRequest]) -> list[tuple[torch.Tensor, int, int]]:
         """(q_k per step, input length, tokens reused per model) per request."""
         spans = [self.conv.step_spans(self.tokenizer, r.problem, r.steps) for r in requests]
-        seqs = [s[0] for s in spans]
-        # c[j], the summed ratio through token j, needs the logits at j - 1: a cached entry's
-        # last token is computed again, its logits giving the first new token's ratio.
-        run = self._forward(seqs, back=1)
-        prm, ref = run.logits
-        ratio = _new_logprobs(prm, run.batch.ids) - _new_logprobs(ref, run.batch.ids)  # column c scores new token c + 1
-        out, values = [], []
-        for i, ((seq, first, ends), entry, cached) in enumerate(zip(spans, run.entries, run.reused)):
-            n = len(seq) - cached  # new tokens; the first one's ratio is in the entry (or it is token 0)
-            new = ratio[i, ratio.shape[1] - (n - 1) :] if n > 1 else ratio.new_zeros(0)
-            head = entry.values[: cached + 1] if entry is not None else ratio.new_zeros(1)  # type: ignore[index]
-            cum = torch.cat([head, head[-1] + new.cumsum(0)])
-            values.append(cum)
-            out.append((cumulative_q(cum, first, ends), len(seq), cached))
+        values, reused = self._values([s[0] for s in spans], [first for _, first, _ in spans])
+        return [(cumulative_q(cum, first, ends), len(seq), cached)
+                for (seq, first, ends), cum, cached in zip(spans, values, reused)]
+
+    def _values(self, seqs: list[list[int]], heads: list[int] | None = None) -> tuple[list[torch.Tensor], list[int]]:
+        """Each sequence's values per position (see the class) and the tokens it reused.
+
+        `heads`: the length of each sequence's head (the problem before its first step). Heads
+        that two or more uncached sequences of the batch share are computed once first (and
+        cached: the first step's siblings share them); the first sequence of each such group
+        reports its head as computed, the others as reused."""
+        back = 1 if self.conv.style == "implicit" else 0
+        charge: dict[int, int] = {}
+        if heads is not None and self.cache is not None:
+            groups: dict[tuple[int, ...], list[int]] = {}
+            for i, (s, h) in enumerate(zip(seqs, heads)):
+                entry = self.cache.lookup(s)
+                if h > back + 1 and h < len(s) and (entry is None or len(entry.ids) < h):
+                    groups.setdefault(tuple(s[:h]), []).append(i)
+            shared = [(head, rows) for head, rows in groups.items() if len(rows) > 1]
+            if shared:
+                _, done = self._values([list(head) for head, _ in shared])
+                for (head, rows), r in zip(shared, done):
+                    charge[rows[0]] = len(head) - r - back  # what computing the head cost, on the first of its rows
+        return self._forward_values(seqs, back, charge)
+
+    def _forward_values(self, seqs: list[list[int]], back: int, charge: dict[int, int]) -> tuple[list[torch.Tensor], list[int]]:
+        run = self._forward(seqs, back)
+        values = []
+        if self.conv.style == "implicit":
+            prm, ref = run.logits
+            ratio = _new_logprobs(prm, run.batch.ids) - _new_logprobs(ref, run.batch.ids)  # column c scores new token c + 1
+            for i, (seq, entry, cached) in enumerate(zip(seqs, run.entries, run.reused)):
+                n = len(seq) - cached  # new tokens; the first one's ratio is in the entry (or it is token 0)
+                new = ratio[i, ratio.shape[1] - (n - 1) :] if n > 1 else ratio.new_zeros(0)
+                head = entry.values[: cached + 1] if entry is not None else ratio.new_zeros(1)  # type: ignore[index]
+                values.append(torch.cat([head, head[-1] + new.cumsum(0)]))
+        else:
+            logits = run.logits[0]
+            if self.conv.style == "classifier":
+                good = logits.float().softmax(-1)[..., self.conv.good_label]
+            else:
+                good = logits[..., self.label_ids].float().softmax(-1)[..., 0]
+            for i, (s, entry, cached) in enumerate(zip(seqs, run.entries, run.reused)):
+                new = good[i, good.shape[1] - (len(s) - cached) :]
+                values.append(torch.cat([entry.values[:cached], new]) if entry is not None else new.clone())  # type: ignore[index]
         self._remember(seqs, run, values)
-        return out
+        return values, [max(0, r - charge.get(i, 0)) for i, r in enumerate(run.reused)]
 
 
 def _new_logprobs(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:

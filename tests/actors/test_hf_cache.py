@@ -51,7 +51,8 @@ def assert_same_rewards(cached, plain):
 
 def assert_children_reuse(levels, per_model):
     first, second = levels
-    assert all(r.cached_tokens == 0 for r in first)  # nothing cached yet
+    # nothing cached yet, but the first steps share the problem: computed once, for the first of them
+    assert first[0].cached_tokens == 0 and all(r.cached_tokens > 0 for r in first[1:])
     # every path of the second level extends one scored in the first: its prefix is reused
     for r in second:
         assert 0 < r.cached_tokens < r.tokens
@@ -87,6 +88,9 @@ def test_math_shepherd_prm_cache_gives_the_same_rewards(tiny_dir):
     a, b = score_tree(cached), score_tree(plain)
     assert_same_rewards(a, b)
     assert_children_reuse(a, per_model=1)
+    # the first level computed the problem once and each path's own steps
+    head = len(cached.conv.input_ids(cached.tokenizer, PROBLEM, []))
+    assert sum(r.tokens - r.cached_tokens for r in a[0]) == head + sum(r.tokens - head for r in a[0])
 
 
 def _classifier(tmp_path):
