@@ -22,7 +22,7 @@ from typing import Any
 
 from ponder.config import Budget
 from ponder.scheduler.allocation import AllocationTable, BinPolicy, Entry, Point, budget_size
-from ponder.scheduler.difficulty import BINS, DifficultyMap, difficulty_bin
+from ponder.scheduler.difficulty import BINS, DifficultyMap, difficulty_bin, pav
 from ponder.search.types import Problem, SearchResult
 from ponder.tasks.grading import grade
 
@@ -111,12 +111,7 @@ async def calibrate(
             by_budget.append(Entry(winner, dict(params.get(winner) or {}), label))
         largest = max(by_budget, key=lambda e: budget_size(Budget.parse(e.budget)))
         bins[name] = BinPolicy(base.bins[name].share, Entry(largest.strategy, dict(largest.params)), by_budget)
-        curves[name] = [
-            Point(s, Budget.parse(label).n, (v[0] + shrink * overall[label, s]) / (v[1] + shrink), v[2] / v[1],
-                  tuple(sorted((params.get(s) or {}).items())))
-            for label, per in stats[name].items() if Budget.parse(label).n is not None
-            for s, v in per.items()
-        ]
+        curves[name] = _curves(stats[name], overall, shrink, params)
     counts = {name: sum(1 for b in bin_of.values() if b == name) for name in BINS}
     table = AllocationTable(
         bins, dict(base.thresholds), "calibrate", dmap,
@@ -143,6 +138,26 @@ async def calibrate(
             for name in BINS if name in stats
         },
     }
+    return out
+
+
+def _curves(per_budget: dict[str, dict[str, list[float]]], overall: dict[tuple[str, str], float], shrink: float,
+            params: dict[str, dict[str, Any]]) -> list[Point]:
+    """A bin's curve points: per strategy, accuracy by width shrunk towards the whole dev set's
+    and then made non-decreasing in width (an isotonic fit, weighted by problems: more width
+    should not hurt in expectation, and a dip at one width of a small bin is noise)."""
+    out = []
+    for s in sorted({s for per in per_budget.values() for s in per}):
+        rows = sorted((Budget.parse(label).n, label, per[s]) for label, per in per_budget.items()
+                      if s in per and Budget.parse(label).n is not None)
+        if not rows:
+            continue
+        acc = [(v[0] + shrink * overall[label, s]) / (v[1] + shrink) for _, label, v in rows]
+        xs, ys = pav([float(n) for n, _, _ in rows], acc, [v[1] + shrink for _, _, v in rows])
+        fitted = [ys[max(i for i, x in enumerate(xs) if x <= n + 1e-9)] if any(x <= n + 1e-9 for x in xs) else ys[0]
+                  for n, _, _ in rows]
+        for (n, _, v), a in zip(rows, fitted):
+            out.append(Point(s, n, a, v[2] / v[1], tuple(sorted((params.get(s) or {}).items()))))
     return out
 
 

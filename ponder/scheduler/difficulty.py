@@ -187,9 +187,9 @@ class DifficultyMap:
         return m
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "logistic+isotonic", "bias": round(self.bias, 6),
-                "weights": {k: round(v, 6) for k, v in self.weights.items()},
-                "knots": [[round(x, 6), round(y, 6)] for x, y in zip(self.knots_x, self.knots_y)],
+        return {"kind": "logistic+isotonic", "bias": float(self.bias),
+                "weights": {k: float(v) for k, v in self.weights.items()},
+                "knots": [[float(x), float(y)] for x, y in zip(self.knots_x, self.knots_y)],
                 "problems": self.problems}
 
     @classmethod
@@ -198,8 +198,8 @@ class DifficultyMap:
         if not knots:
             raise ValueError("difficulty map has no knots")
         xs, ys = [float(k[0]) for k in knots], [float(k[1]) for k in knots]
-        if any(b <= a for a, b in zip(xs, xs[1:])) or any(b < a for a, b in zip(ys, ys[1:])):
-            raise ValueError("difficulty map knots must increase in x and not decrease in y")
+        if any(b < a for a, b in zip(xs, xs[1:])) or any(b < a for a, b in zip(ys, ys[1:])):
+            raise ValueError("difficulty map knots must not decrease in x or y")
         return cls(float(d.get("bias", 0.0)), {k: float(v) for k, v in (d.get("weights") or {}).items()},
                    xs, ys, int(d.get("problems", 0)))
 

@@ -137,6 +137,7 @@ def test_difficulty_map_is_monotone_and_round_trips():
     assert table.estimate(0.0, 0.25) < 0.3 and table.bin_of(0.0, 0.25) != "easy"
     with pytest.raises(Exception, match="knots"):
         AllocationTable.from_dict({**table.to_dict(), "difficulty_map": {"knots": [[0.1, 0.5], [0.2, 0.4]]}})
+    assert DifficultyMap.from_dict({"knots": [[0.1, 0.2], [0.1, 0.3], [0.5, 0.9]]}).predict({}) >= 0  # ties in x
 
 
 def test_allocation_picks_the_best_curve_points_under_the_budget():
