@@ -1,11 +1,19 @@
-"""The lockstep baseline: a batch of problems moves through the search in phases.
+"""The lockstep baselines: batches of problems move through the search in phases.
 
-This is how search-and-learn style loops run beam search: for a batch of problems, generate the
-next step for every beam of every problem, wait for all of it, score every new step, wait, select,
-repeat until the batch's last problem finishes; then the next batch. Here the same search code
-(`ponder.search`) runs each problem, and a barrier stands in for the loop: requests are held
-until every unfinished search of the batch is waiting, then sent as one call per pool (the pool
-splits it over its replicas), so a phase ends when its slowest replica finishes.
+A lockstep loop: for a batch of problems, generate the next step for every beam of every
+problem, wait for all of it, score every new step, wait, select, repeat until the batch's last
+problem finishes; then the next batch. Here the same search code (`ponder.search`) runs each
+problem, and a barrier stands in for the loop: requests are held until every unfinished search
+of the batch is waiting, then sent as one call per pool (the pool splits it over its replicas),
+so a phase ends when its slowest replica finishes.
+
+This is *not* how search-and-learn (huggingface/search-and-learn) runs beam search: its beam
+search takes one problem at a time (`search_batch_size` must be 1) and puts the policy (vLLM)
+and the PRM on the same GPU, the PRM without a prefix cache. `run_search_and_learn` models
+that: one lockstep loop of batch 1 per GPU, each GPU running both roles' work one batch at a
+time, the problems split over the GPUs in contiguous shards (as its `dataset_start` /
+`dataset_end` sharding does). `run_kloops` is the stronger simple baseline: k ordinary
+lockstep loops side by side over the same pools.
 """
 
 from __future__ import annotations
@@ -95,3 +103,23 @@ async def run_lockstep(runner: Any, problems: list[Problem], batch_size: int, st
 
         results += await asyncio.gather(*(solve(p) for p in batch))
     return results, barrier.phases
+
+
+async def run_kloops(make_runner: Any, problems: list[Problem], k: int, batch_size: int, strategy: str,
+                     budget: str) -> tuple[list[SearchResult], int]:
+    """`k` lockstep loops side by side (one `asyncio.gather`), each over a contiguous share of
+    `problems` in batches of `batch_size`, each with its own runner from `make_runner()` (over
+    the same pools): k * batch_size searches in flight. Returns the results in order and the
+    phases of all loops."""
+    share = -(-len(problems) // k)
+    parts = [problems[i * share : (i + 1) * share] for i in range(k)]
+    outs = await asyncio.gather(*(run_lockstep(make_runner(), part, batch_size, strategy, budget)
+                                  for part in parts if part))
+    return [r for res, _ in outs for r in res], sum(ph for _, ph in outs)
+
+
+async def run_search_and_learn(runners: list[Any], problems: list[Problem], strategy: str, budget: str
+                               ) -> tuple[list[SearchResult], int]:
+    """search-and-learn's beam search: one problem at a time on each GPU (`runners[i]` over the
+    policy and PRM engines co-located on GPU i), the problems in contiguous shards."""
+    return await run_kloops(iter(runners).__next__, problems, len(runners), 1, strategy, budget)

@@ -22,8 +22,8 @@ def _sched(quick: bool) -> dict[str, Any]:
     from bench.scheduler_vs_lockstep import Setup, compare
 
     if quick:
-        return compare(Setup(problems=60), [15, 60], [60], load=200)
-    return compare(Setup(problems=500), [25, 50, 100, 250, 500], [128, 256, 500], load=2000)
+        return compare(Setup(problems=60), [15, 60], [30, 60], loops=[2, 4], load=200, variants=False)
+    return compare(Setup(problems=500), [25, 50, 100, 128, 256, 500], [128, 256, 500], loops=[2, 4, 8], load=2000)
 
 
 def _cpu(quick: bool) -> dict[str, Any]:
@@ -49,31 +49,57 @@ def _fmt(x: Any, spec: str = ".2f") -> str:
     return "n/a" if x is None else format(x, spec)
 
 
+def _sched_rows(r: dict[str, Any]) -> list[str]:
+    rows = []
+    for dev in ("static", "vllm"):
+        d = r.get(dev)
+        if not d:
+            continue
+        b, p, k = d["lower_bound"], d["best_ponder"], d["best_simple_baseline"]
+        sal = d.get("search_and_learn")
+        rows += [
+            f"| [{dev}] lower bound: max(policy pool, PRM pool at ideal batching, slowest search alone) "
+            f"| **{b['bound_s']:.3f} s** = max({b['policy_pool_s']:.3f}, {b['reward_pool_s']:.3f}, "
+            f"{b['critical_path_s']:.3f}) | |",
+            f"| [{dev}] best ponder ({p['config']}, {p['searches_in_flight']} in flight) / bound "
+            f"| {p['wall_s']:.3f} s = **{d['ponder_over_bound']:.3f}x** | <= 1.10x |",
+            f"| [{dev}] best simple baseline ({k['loops']} loop(s) x batch {k['batch_size']}, {k['order']}) / ponder "
+            f"| {k['wall_s']:.3f} s / {p['wall_s']:.3f} s = **{d['speedup_vs_best_simple_baseline']:.3f}x** | >= 1.2x |",
+            f"| [{dev}] best single lockstep loop (batch {d['best_lockstep']['batch_size']}) / ponder "
+            f"| {d['best_lockstep']['wall_s']:.3f} s = {d['speedup_vs_best_lockstep']:.3f}x | |",
+        ]
+        if sal:
+            rows.append(f"| [{dev}] search-and-learn (1 problem a GPU, policy + PRM on each of {sal['gpus']} GPUs) / ponder "
+                        f"| {sal['wall_s']:.3f} s = **{d['speedup_vs_search_and_learn']:.2f}x** | |")
+        for f, row in d["at_equal_in_flight"].items():
+            bb = row["best_baseline"]
+            cells = "; ".join(f"{name} {v['wall_s']:.3f} s ({v['over_bound']:.2f}x bound, "
+                              f"{v['speedup_vs_best_baseline']:.3f}x)" for name, v in row.items() if name != "best_baseline")
+            rows.append(f"| [{dev}] {f} in flight: best baseline {bb['loops']} x {bb['batch_size']} ({bb['order']}) "
+                        f"{bb['wall_s']:.3f} s; ponder (vs it) | {cells} | ponder ahead |")
+        pr = d["ponder_sweep"]["ponder"][-1]
+        rows.append(f"| [{dev}] ponder {pr['searches_in_flight']} in flight: pools busy policy / PRM; "
+                    f"mean policy batch (requests, sequences); PRM batch "
+                    f"| {pr['policy_busy']:.1%} / {pr['reward_busy']:.1%}; {pr['policy_mean_batch']}, "
+                    f"{pr['policy_mean_seqs']}; {pr['reward_mean_batch']} | |")
+        for v in d.get("ponder_variants") or []:
+            rows.append(f"| [{dev}] variant {v['config']} ({v['searches_in_flight']} in flight) "
+                        f"| {v['wall_s']:.3f} s ({v['over_bound']:.2f}x bound) | |")
+    rows.append(f"| same answers in every mode and device | {r['same_answers']} | True |")
+    if r.get("under_load"):
+        u, v = r["under_load"], r["under_load"]["balanced_split"]
+        rows.append(f"| [static] pools busy under load, steady state ({u['concurrency']} searches; 8 policy / 4 PRM): "
+                    f"policy, PRM | {u['steady_policy_busy']:.1%}, {u['steady_reward_busy']:.1%} | >= 90% |")
+        split = f"{v['policy_replicas']} policy / {v['reward_replicas']} PRM"
+        rows.append(f"| same load, replicas split by demand ({split}): policy, PRM"
+                    f" | {v['steady_policy_busy']:.1%}, {v['steady_reward_busy']:.1%} | >= 90% |")
+    return rows
+
+
 def table(res: dict[str, dict[str, Any]]) -> str:
     rows = ["| figure | measured | target |", "|---|---|---|"]
     if "sched" in res:
-        r = res["sched"]
-        s, b = r["scheduler"], r["best_lockstep"]
-        rows += [
-            f"| wall time, lockstep (best batch {b['batch_size']}) / scheduler (concurrency {s['concurrency']}) "
-            f"| {b['wall_s']:.2f} s / {s['wall_s']:.2f} s = **{r['speedup']:.2f}x** | >= 3x |",
-            f"| policy pool busy, scheduler (lockstep) | {s['policy_busy']:.1%} ({b['policy_busy']:.1%}) | >= 90% |",
-            f"| PRM pool busy, scheduler (lockstep) | {s['reward_busy']:.1%} ({b['reward_busy']:.1%}) | >= 90% |",
-            f"| expansions/s (simulated H100 time), scheduler (lockstep) | {s['expansions_per_s']:.0f} "
-            f"({b['expansions_per_s']:.0f}) | |",
-            f"| same answers in every run | {r['same_answers']} | True |",
-        ]
-        sweep = ", ".join(f"{x['batch_size']}: {x['wall_s']:.2f} s" for x in r["lockstep_sweep"])
-        ssweep = ", ".join(f"{x['concurrency']}: {x['wall_s']:.2f} s" for x in r["scheduler_sweep"])
-        rows.append(f"| lockstep sweep (batch: wall) | {sweep} | |")
-        rows.append(f"| scheduler sweep (concurrency: wall) | {ssweep} | |")
-        if r.get("under_load"):
-            u, v = r["under_load"], r["under_load"]["balanced_split"]
-            rows.append(f"| pools busy under load, steady state ({u['concurrency']} searches; 8 policy / 4 PRM): "
-                        f"policy, PRM | {u['steady_policy_busy']:.1%}, {u['steady_reward_busy']:.1%} | >= 90% |")
-            split = f"{v['policy_replicas']} policy / {v['reward_replicas']} PRM"
-            rows.append(f"| same load, replicas split by demand ({split}): policy, PRM"
-                        f" | {v['steady_policy_busy']:.1%}, {v['steady_reward_busy']:.1%} | >= 90% |")
+        rows += _sched_rows(res["sched"])
     if "cpu" in res:
         c = res["cpu"]
         rows += [

@@ -40,9 +40,9 @@ class _LocalHandle:
 class LocalPool(ReplicaPool):
     """A `ReplicaPool` whose replicas are in-process engines (given up front, one per replica)."""
 
-    def __init__(self, role: str, engines: list[Any], max_inflight_per_replica: int = 4):
+    def __init__(self, role: str, engines: list[Any], max_inflight_per_replica: int = 4, **pool_opts: Any):
         cluster = ClusterConfig(address=None, max_inflight_per_replica=max_inflight_per_replica)
-        super().__init__(role, EngineConfig(kind="sim"), cluster)
+        super().__init__(role, EngineConfig(kind="sim"), cluster, **pool_opts)
         self.engines = list(engines)
         self._next: Iterator[Any] = iter(self.engines)
 
@@ -63,16 +63,24 @@ class LocalPool(ReplicaPool):
     def device_batches(self) -> tuple[int, int]:
         return sum(e.device.batches for e in self.engines), sum(e.device.requests for e in self.engines)
 
+    def device_seqs(self) -> int:
+        """Sequences summed over batches (static) or steps (continuous)."""
+        return sum(e.device.seqs for e in self.engines)
+
+    def device_prefill(self) -> int:
+        return sum(e.device.prefill_tokens for e in self.engines)
+
 
 async def sim_pools(policy_opts: dict[str, Any], reward_opts: dict[str, Any], policy_replicas: int = 8,
                     reward_replicas: int = 4, max_inflight_per_replica: int = 4,
-                    wrap: Callable[[Any], Any] = lambda engine: engine) -> tuple[LocalPool, LocalPool]:
+                    wrap: Callable[[Any], Any] = lambda engine: engine, pool_opts: dict[str, Any] | None = None
+                    ) -> tuple[LocalPool, LocalPool]:
     """Started policy and reward pools of fresh sim engines with the given options (each engine
-    passed through `wrap`, e.g. to time it)."""
+    passed through `wrap`, e.g. to time it; `pool_opts` go to `ReplicaPool`, e.g. affinity)."""
     policy = LocalPool("policy", [wrap(SimPolicy(**policy_opts)) for _ in range(policy_replicas)],
-                       max_inflight_per_replica)
+                       max_inflight_per_replica, **(pool_opts or {}))
     reward = LocalPool("reward", [wrap(SimReward(**reward_opts)) for _ in range(reward_replicas)],
-                       max_inflight_per_replica)
+                       max_inflight_per_replica, **(pool_opts or {}))
     await policy.start()
     await reward.start()
     return policy, reward

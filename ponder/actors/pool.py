@@ -71,6 +71,7 @@ class ReplicaPool:
         *,
         builder: EngineBuilder | None = None,
         affinity_slack: int = 64,
+        affinity_load_factor: float = 1.0,
         health_timeout_s: float = 10.0,
         owner: Any = None,
     ):
@@ -82,6 +83,11 @@ class ReplicaPool:
         self.builder = builder
         self.cap = max(1, self.cluster.max_inflight_per_replica)
         self.affinity_slack = affinity_slack  # extra work an affine replica may carry over the least loaded
+        # Bounded load: an affine replica also keeps its key while its load stays within
+        # (1 + this) x the mean load per replica, however far it is above the least loaded, so
+        # affinity holds at high concurrency without letting one replica run away (0: the slack
+        # alone decides, as before).
+        self.affinity_load_factor = affinity_load_factor
         self.health_timeout_s = health_timeout_s
         self.owner = owner  # a ReplicaOwner handle, or None: replicas are this process's children
         self.members: list[Member] = []
@@ -220,11 +226,13 @@ class ReplicaPool:
             key = getattr(r, "affinity", None)
             groups.setdefault(key if key is not None else ("_", i), []).append(i)
         out: dict[Member, list[int]] = {}
+        total = sum(m.outstanding for m in cands) + sum(_work(r) for r in requests)
+        bound = (1 + self.affinity_load_factor) * total / len(cands) if self.affinity_load_factor > 0 else 0.0
         for key, idx in groups.items():
             work = sum(_work(requests[i]) for i in idx)
             least = min(cands, key=lambda m: (load(m), m.calls))
             chosen = self._affinity.get(key) if isinstance(key, str) else None
-            if chosen is not None and chosen in planned and not self._overloaded(chosen, least, load):
+            if chosen is not None and chosen in planned and not self._overloaded(chosen, least, load, load(chosen) + work <= bound):
                 self.counts["affinity_hits"] += 1
             else:
                 if chosen is not None:
@@ -239,11 +247,11 @@ class ReplicaPool:
             out.setdefault(chosen, []).extend(idx)
         return out
 
-    def _overloaded(self, m: Member, least: Member, load: Any) -> bool:
+    def _overloaded(self, m: Member, least: Member, load: Any, within_bound: bool = False) -> bool:
         if m is least:
             return False
         at_cap = m.calls >= self.cap and least.calls < self.cap
-        return at_cap or load(m) - load(least) > self.affinity_slack
+        return at_cap or (load(m) - load(least) > self.affinity_slack and not within_bound)
 
     async def _dispatch(self, requests: list[Any]) -> list[Any]:
         if not requests:

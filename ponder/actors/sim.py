@@ -624,7 +624,8 @@ class SimRewardSettings:
     seed: int = 0  # which noise this PRM has
     call_overhead_s: float = 0.0
     per_request_s: float = 0.0
-    per_token_s: float = 0.0
+    per_token_s: float = 0.0  # per token prefilled (scored)
+    per_step_s: float = 0.0  # continuous device: the fixed cost of a forward step (reading the weights)
     max_batch_seqs: int = 0  # trajectories a batch holds; 0: no limit
     device: str = "static"  # or "continuous" (see `SimPolicySettings.device`)
     max_step_tokens: int = 8192  # continuous device: tokens prefilled a step
@@ -650,7 +651,7 @@ class SimReward:
         self.settings = settings or _options(SimRewardSettings, options, "sim reward")
         s = self.settings
         # A PRM only prefills: its per-token cost is per prefilled token, on either device.
-        latency = (Latency(s.call_overhead_s, s.per_request_s, 0.0, 0.0, s.per_token_s) if s.device == "continuous"
+        latency = (Latency(s.call_overhead_s, s.per_request_s, 0.0, s.per_step_s, s.per_token_s) if s.device == "continuous"
                    else Latency(s.call_overhead_s, s.per_request_s, s.per_token_s))
         self.device = make_device(s.device, latency, s.max_batch_seqs, s.max_step_tokens)
         self.separation = math.sqrt(2) * NormalDist().inv_cdf(s.auroc)

@@ -72,6 +72,10 @@ class Batcher(Generic[Req, Res]):
         self._busy_since: float | None = None
         self._tasks: set[asyncio.Task] = set()
         self.stats = BatchStats()
+        # Order among job work (class >= 1; interactive work always goes first): None is
+        # arrival order; a function of the request gives a sort key, lower first (e.g. the
+        # searches with the most work left first, so a finite job's tail is short).
+        self.job_order: Callable[[Req], Any] | None = None
 
     def capacity(self) -> float:
         cap = self._capacity() if callable(self._capacity) else self._capacity
@@ -87,9 +91,11 @@ class Batcher(Generic[Req, Res]):
             return []
         loop = asyncio.get_running_loop()
         futs = []
+        order = self.job_order if priority[0] >= 1 else None
         for r in requests:
             f = loop.create_future()
-            heapq.heappush(self._pending, (priority, next(self._arrival), r, f, alive))
+            key = priority if order is None else (*priority, order(r))
+            heapq.heappush(self._pending, (key, next(self._arrival), r, f, alive))
             futs.append(f)
         if len(self._pending) >= self.max_batch:
             self._flush()

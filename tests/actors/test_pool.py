@@ -13,9 +13,9 @@ from tests.scheduler.ray_fixtures import ray, ray_local, ray_session  # noqa: F4
 from tests.search.fakes import FakePolicy, problems
 
 
-def pool_with(n: int, cap: int = 4, slack: int = 64) -> ReplicaPool:
+def pool_with(n: int, cap: int = 4, slack: int = 64, load_factor: float = 1.0) -> ReplicaPool:
     pool = ReplicaPool("policy", EngineConfig(kind="fake"), ClusterConfig(max_inflight_per_replica=cap),
-                       affinity_slack=slack)
+                       affinity_slack=slack, affinity_load_factor=load_factor)
     pool.members = [Member(None, i) for i in range(n)]
     return pool
 
@@ -39,7 +39,7 @@ def test_routing_keeps_a_key_on_its_replica_and_balances_the_rest():
 
 
 def test_routing_falls_back_when_the_affine_replica_is_overloaded_or_gone():
-    pool = pool_with(2, cap=2, slack=8)
+    pool = pool_with(2, cap=2, slack=8, load_factor=0.0)  # the slack alone decides
     [(m0, _)] = pool.route([req("t")]).items()
     other = next(m for m in pool.members if m is not m0)
     m0.calls = 2  # at its in-flight cap while the other is idle
@@ -52,6 +52,24 @@ def test_routing_falls_back_when_the_affine_replica_is_overloaded_or_gone():
     assert list(pool.route([req("t")])) == [other]
     other.draining = True
     assert pool.route([req("t")]) == {}
+
+
+def test_bounded_load_keeps_affinity_at_high_load_but_not_past_the_bound():
+    pool = pool_with(4, cap=64, slack=8)  # a key may stay while its replica is within 2x the mean load
+    [(home, _)] = pool.route([req("t")]).items()
+    for m in pool.members:
+        m.outstanding = 1000  # a heavily loaded pool: the slack (8) is nothing at this load
+    home.outstanding = 1500  # 500 over the least loaded, but under 2x the mean (1125)
+    assert list(pool.route([req("t", n=4)])) == [home]
+    home.outstanding = 4000  # over 2x the mean (1751): it moves to the least loaded
+    assert list(pool.route([req("t", n=4)])) != [home]
+    assert pool.counts["affinity_misses"] == 1
+    old = pool_with(4, cap=64, slack=8, load_factor=0.0)  # slack alone: 500 over the least moves it
+    [(home, _)] = old.route([req("t")]).items()
+    for m in old.members:
+        m.outstanding = 1000
+    home.outstanding = 1500
+    assert list(old.route([req("t", n=4)])) != [home]
 
 
 def test_bad_role():

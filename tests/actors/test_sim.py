@@ -326,3 +326,105 @@ async def test_device_batch_holds_at_most_max_batch_seqs() -> None:
     assert len(out[0]) == 10
     assert pol.device.batches == 3  # 10 samples in parts of 4, 4, 2 + the small call's 1 in the last
     assert pol.device.busy_s == pytest.approx(0.03)
+
+
+async def test_policy_reports_prompt_and_cached_tokens() -> None:
+    p = PROBLEMS[0].problem
+    prompt0 = count_tokens(p)
+    for cache in (0, 100):
+        pol = SimPolicy(prefix_cache=cache)
+        (first,) = await pol.generate([StepRequest(p, [], n=3, temperature=0.8, seed=1)])
+        assert [c[0].prompt_tokens for c in first] == [prompt0] * 3
+        # n samples share one prefill: only the first computes the prompt
+        assert [c[0].cached_tokens for c in first] == [0, prompt0, prompt0]
+        step = first[0][0].text
+        (second,) = await pol.generate([StepRequest(p, [step], n=2, temperature=0.8, seed=2)])
+        prompt1 = prompt0 + count_tokens(step)
+        assert [c[0].prompt_tokens for c in second] == [prompt1] * 2
+        # with a cache the generated step is cached on this replica: nothing to prefill
+        assert second[0][0].cached_tokens == (prompt1 if cache else 0)
+        assert second[1][0].cached_tokens == prompt1
+    # a to_end rollout: later steps continue the same sequence (their context is reused)
+    (roll,) = await SimPolicy().generate([StepRequest(p, [], n=1, temperature=0, to_end=True)])
+    steps = roll[0]
+    assert len(steps) >= 2 and steps[0].cached_tokens == 0
+    assert steps[1].prompt_tokens == prompt0 + count_tokens(steps[0].text) == steps[1].cached_tokens
+
+
+async def test_policy_prefix_cache_changes_only_prefill_time_and_counts() -> None:
+    p = PROBLEMS[1].problem
+    req = StepRequest(p, [], n=2, temperature=0.8, seed=3)
+    cached, plain = SimPolicy(per_prefill_token_s=1e-4, prefix_cache=100), SimPolicy(per_prefill_token_s=1e-4)
+    a = [await e.generate([req]) for e in (cached, plain)]
+    step = a[0][0][0][0].text
+    b = [await e.generate([StepRequest(p, [step], n=2, temperature=0.8, seed=4)]) for e in (cached, plain)]
+    texts = lambda out: [[(s.text, s.tokens, s.finished) for s in c] for c in out[0]]  # noqa: E731
+    assert texts(a[0]) == texts(a[1]) and texts(b[0]) == texts(b[1])
+    assert cached.device.prefill_tokens == count_tokens(p)  # the problem once; the step was generated here
+    assert plain.device.prefill_tokens == 2 * count_tokens(p) + count_tokens(step)
+    assert cached.device.busy_s == pytest.approx(1e-4 * count_tokens(p))
+
+
+async def test_reward_reports_cached_tokens() -> None:
+    p = PROBLEMS[2].problem
+    [first] = (await SimPolicy().generate([StepRequest(p, [], n=1, temperature=0, to_end=True)]))[0]
+    steps = [s.text for s in first]
+    prm = SimReward(prefix_cache=100)
+    [r1] = await prm.score([ScoreRequest(p, steps[:1])])
+    [r2] = await prm.score([ScoreRequest(p, steps[:2])])
+    assert r1.cached_tokens == 0
+    assert r2.cached_tokens == r1.tokens and r2.tokens == r1.tokens + count_tokens(steps[1])
+    [r3] = await SimReward().score([ScoreRequest(p, steps[:2])])
+    assert r3.cached_tokens == 0 and r3.rewards == r2.rewards
+
+
+async def test_continuous_device_joins_at_the_next_step() -> None:
+    from ponder.actors.sim import ContinuousDevice, Device, Latency
+
+    async def two(device: Device) -> tuple[float, float]:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+
+        async def call(delay: float, n: int) -> float:
+            await asyncio.sleep(delay)
+            await device.run(1, n, n, 1, lengths=[[n]], prefills=[0])
+            return loop.time() - t0
+
+        return tuple(await asyncio.gather(call(0.0, 40), call(0.02, 2)))
+
+    lat = Latency(per_step_s=0.005)
+    long_c, short_c = await two(ContinuousDevice(lat, max_seqs=8))
+    # the short call joins the running batch at its next step and leaves when its 2 tokens are done
+    assert short_c < 0.08 < long_c, (short_c, long_c)
+    long_s, short_s = await two(Device(lat, max_seqs=8))
+    assert short_s >= long_s  # static: it waits for the whole running batch
+
+
+async def test_continuous_device_keeps_call_overhead_off_the_device() -> None:
+    pol = SimPolicy(device="continuous", call_overhead_s=0.05, per_step_s=0.001)
+    (out,) = await pol.generate([StepRequest(PROBLEMS[0].problem, [], n=3, temperature=0)])
+    longest = max(c[0].tokens for c in out)
+    assert pol.device.busy_s == pytest.approx(0.001 * longest)  # one step per token of the longest sample
+    assert pol.device.batches == longest
+    with pytest.raises(ConfigError, match="device must be"):
+        SimPolicy.from_config(EngineConfig(kind="sim", options={"device": "paged"}))
+
+
+async def test_continuous_device_caps_running_sequences() -> None:
+    pol = SimPolicy(device="continuous", per_step_s=0.001, max_batch_seqs=4)
+    reqs = [StepRequest(p.problem, [], n=2, temperature=0) for p in PROBLEMS[:4]]
+    out = await pol.generate(reqs)
+    assert len(out) == 4
+    assert pol.device.seqs / pol.device.batches <= 4  # never more than 4 sequences a step
+
+
+async def test_shared_gpu_runs_both_roles_one_at_a_time() -> None:
+    from ponder.actors.sim import share_gpu
+
+    pol, prm = SimPolicy(call_overhead_s=0.03), SimReward(call_overhead_s=0.03)
+    share_gpu(pol, prm)
+    p = PROBLEMS[0].problem
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    await asyncio.gather(pol.generate([StepRequest(p, [], n=1, temperature=0)]), prm.score([ScoreRequest(p, ["1 + 1 = 2"])]))
+    assert loop.time() - t0 >= 0.06  # one after the other, not side by side
