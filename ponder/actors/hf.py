@@ -19,7 +19,8 @@ each unfinished sample's KV (prompt + the step it wrote), so a child's prompt co
 its parent's entry lacks (at least its last token, whose logits start the decode); the n samples
 of a request share one prefill. The PRM keeps each scored sequence's KV (both models' for an
 implicit PRM) with the per-position values already read (the reward at each position, or the
-implicit PRM's cumulative log ratio), so a child's score computes only its new step's tokens.
+implicit PRM's cumulative log ratio), so a child's score computes only its new step's tokens;
+uncached paths of one batch that share their problem (the first steps) compute it once.
 Requests of one batch with different cached lengths share one forward: each row's cached KV is
 left-padded to the longest, its new tokens left-padded after it, and the attention mask and
 position ids skip the gaps. Options (`EngineConfig.options`): `prefix_cache` (default true),
@@ -254,12 +255,17 @@ class CacheEntry:
 class PrefixCache:
     """A bounded LRU of `CacheEntry`s keyed by token ids. `lookup` returns the entry with the
     longest key that is a prefix of (or equal to) the ids asked for; a hit moves it to the back.
-    Bounded by entries and by tokens (the sum of the keys' lengths); the least recently used go."""
+    Bounded by entries and by tokens (the sum of the keys' lengths); the least recently used go.
+    A lookup tries only the key lengths of entries that start like the ids asked for (their first
+    `GROUP` tokens: in a search, the same problem)."""
+
+    GROUP = 16
 
     def __init__(self, max_entries: int = DEFAULT_CACHE_ENTRIES, max_tokens: int = DEFAULT_CACHE_TOKENS):
         self.max_entries, self.max_tokens = max_entries, max_tokens
         self.entries: OrderedDict[tuple[int, ...], CacheEntry] = OrderedDict()
-        self._lengths: dict[int, int] = {}  # key length -> entries of that length
+        # first GROUP tokens (all of a shorter key) -> key length -> entries of that length
+        self._lengths: dict[tuple[int, ...], dict[int, int]] = {}
         self.tokens = 0
         self.hits = self.misses = self.hit_tokens = self.query_tokens = 0
 
@@ -267,8 +273,11 @@ class PrefixCache:
         return len(self.entries)
 
     def lookup(self, ids: list[int] | tuple[int, ...]) -> CacheEntry | None:
-        for n in sorted((n for n in self._lengths if n <= len(ids)), reverse=True):
-            entry = self.entries.get(tuple(ids[:n]))
+        ids = tuple(ids)
+        lengths = [n for k in range(1, self.GROUP) if (short := self._lengths.get(ids[:k])) for n in short]
+        lengths += [n for n in self._lengths.get(ids[: self.GROUP], ()) if n <= len(ids)]
+        for n in sorted(lengths, reverse=True):
+            entry = self.entries.get(ids[:n])
             if entry is not None:
                 self.entries.move_to_end(entry.ids)
                 return entry
@@ -290,17 +299,21 @@ class PrefixCache:
         if old is not None:
             self._forget(old)
         self.entries[entry.ids] = entry
-        self._lengths[len(entry.ids)] = self._lengths.get(len(entry.ids), 0) + 1
+        group = self._lengths.setdefault(entry.ids[: self.GROUP], {})
+        group[len(entry.ids)] = group.get(len(entry.ids), 0) + 1
         self.tokens += len(entry.ids)
         while len(self.entries) > self.max_entries or self.tokens > self.max_tokens:
             self._forget(self.entries.popitem(last=False)[1])
 
     def _forget(self, entry: CacheEntry) -> None:
         self.tokens -= len(entry.ids)
-        n = len(entry.ids)
-        self._lengths[n] -= 1
-        if not self._lengths[n]:
-            del self._lengths[n]
+        n, key = len(entry.ids), entry.ids[: self.GROUP]
+        group = self._lengths[key]
+        group[n] -= 1
+        if not group[n]:
+            del group[n]
+            if not group:
+                del self._lengths[key]
 
     def clear(self) -> None:
         self.entries.clear()
@@ -516,8 +529,9 @@ class HFPolicy:
         cache = _returned_cache(out, self._cache_kw, cache)
         logits = out.logits[:, -1, :].float()
         if self.cache is not None:
-            for u, p in enumerate(prompts):
-                self.cache.insert(CacheEntry(p, [_row_kv(cache, u, batch.columns(u))]))
+            for u, (p, (entry, _)) in enumerate(zip(prompts, hits)):
+                if entry is None or entry.ids != p:
+                    self.cache.insert(CacheEntry(p, [_row_kv(cache, u, batch.columns(u))]))
         rows = [row for p in prompts for row in groups[p]]
         source = [u for u, p in enumerate(prompts) for _ in groups[p]]  # the prompt each row decodes from
         mask = batch.mask
