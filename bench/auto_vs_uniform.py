@@ -132,7 +132,7 @@ def auto_vs_fixed(engine: str = "sim", dev: str = "arith:150:seed=11", test: str
                   strategies: tuple[str, ...] = STRATEGIES, widths: tuple[int, ...] = WIDTHS,
                   fractions: tuple[float, ...] = JOB_FRACTIONS, concurrency: int = 32,
                   table_path: Path | None = None, probe_samples: int = 4, auto_concurrency: int = 4,
-                  log: Any = print) -> dict[str, Any]:
+                  cal_widths: tuple[int, ...] | None = None, log: Any = print) -> dict[str, Any]:
     """Calibrate on `dev`, then on `test`: weighted best-of-64, every fixed strategy at every
     width, and `auto` (the calibrated table) at job budgets that are fractions of best-of-64's
     cost; and the calibration's own check (test problems per bin, observed pass@1 per bin).
@@ -150,7 +150,7 @@ def auto_vs_fixed(engine: str = "sim", dev: str = "arith:150:seed=11", test: str
     if {p.problem for p in dev_ps} & {p.problem for p in test_ps}:
         log("  warning: dev and test share problems")
     t0 = time.perf_counter()
-    data = asyncio.run(calibrate(dev_ps, runner, [Budget(n=w) for w in widths], list(strategies),
+    data = asyncio.run(calibrate(dev_ps, runner, [Budget(n=w) for w in cal_widths or widths], list(strategies),
                                  probe_samples=probe_samples))
     table_path = table_path or Path(tempfile.mkdtemp(prefix="ponder-auto-")) / "table.yaml"
     import yaml
@@ -227,6 +227,7 @@ def auto_vs_fixed(engine: str = "sim", dev: str = "arith:150:seed=11", test: str
         "problems": len(test_ps),
         "probe_samples": probe_samples,
         "auto_concurrency": auto_concurrency,
+        "calibrated_widths": list(cal_widths or widths),
         "cost_unit": "Compute.cost (cache_discount as configured); raw_cost: every token computed",
         "calibration": {k: data["calibration"][k] for k in ("bins", "observed_pass1", "label", "problems")},
         "difficulty_map": data.get("difficulty_map"),
@@ -315,7 +316,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--engine", default="sim", choices=["sim", "hf"])
     ap.add_argument("--dev", default="arith:150:seed=11")
     ap.add_argument("--test", default="arith:200:seed=7")
-    ap.add_argument("--widths", default=",".join(map(str, WIDTHS)))
+    ap.add_argument("--widths", default=",".join(map(str, WIDTHS)), help="fixed strategies' widths on the test set")
+    ap.add_argument("--cal-widths", default=None, help="widths calibrate measures (default: --widths)")
+    ap.add_argument("--strategies", default=",".join(STRATEGIES))
     ap.add_argument("--fractions", default=",".join(f"{f:g}" for f in JOB_FRACTIONS))
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--probe-samples", type=int, default=4)
@@ -335,7 +338,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     res = auto_vs_fixed(args.engine, args.dev, args.test, widths=tuple(int(w) for w in args.widths.split(",")),
                         fractions=tuple(float(f) for f in args.fractions.split(",")), concurrency=args.concurrency,
-                        probe_samples=args.probe_samples, auto_concurrency=args.auto_concurrency, table_path=out.with_name(out.stem + "-table.yaml"))
+                        probe_samples=args.probe_samples, auto_concurrency=args.auto_concurrency,
+                        strategies=tuple(args.strategies.split(",")),
+                        cal_widths=tuple(int(w) for w in args.cal_widths.split(",")) if args.cal_widths else None,
+                        table_path=out.with_name(out.stem + "-table.yaml"))
     res["bench_s"] = round(time.perf_counter() - t0, 1)
     out.write_text(json.dumps(res, indent=1) + "\n")
     plot(res, out.with_suffix(".png"))

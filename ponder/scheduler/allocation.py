@@ -232,9 +232,9 @@ class AllocationTable:
         width n in its params and share = headroom x its cost / budget (the weight on the
         query's fair share of the ledger)."""
         cost = self.budget_cost(budget)
-        if self.optimised and cost and self.curves.get(bin_name):
-            point = self.plan(cost).point(bin_name, u)
-            return point.entry(), self.headroom * point.cost / cost
+        if self.optimised and cost is not None and self.curves.get(bin_name):
+            point = self.plan(max(cost, 0.0)).point(bin_name, u)  # nothing left: the cheapest point
+            return point.entry(), self.headroom * point.cost / cost if cost > 0 else 1.0
         policy = self.bins[bin_name]
         return policy.choose(budget), policy.share
 
