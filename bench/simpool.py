@@ -40,6 +40,8 @@ class _LocalHandle:
 class LocalPool(ReplicaPool):
     """A `ReplicaPool` whose replicas are in-process engines (given up front, one per replica)."""
 
+    packed = False  # nothing crosses a process: no wire format
+
     def __init__(self, role: str, engines: list[Any], max_inflight_per_replica: int = 4, **pool_opts: Any):
         cluster = ClusterConfig(address=None, max_inflight_per_replica=max_inflight_per_replica)
         super().__init__(role, EngineConfig(kind="sim"), cluster, **pool_opts)

@@ -29,6 +29,7 @@ from typing import Any
 import ray
 from ray.exceptions import ActorDiedError, RayActorError
 
+from ponder.actors import wire
 from ponder.actors.engine import EngineInfo, EngineUnavailable, GeneratedStep, ScoreRequest, ScoreResult, StepRequest
 from ponder.actors.replica import EngineBuilder, actor_options, make_replica
 from ponder.config import ClusterConfig, EngineConfig
@@ -282,6 +283,17 @@ class ReplicaPool:
             except asyncio.TimeoutError:
                 pass
 
+    # Batches travel as msgpack arrays (ponder/actors/wire.py): cloudpickle's per-object hooks
+    # cost the scheduler several microseconds per expansion. False: plain objects (in-process
+    # replicas, where nothing is serialized).
+    packed = True
+
+    async def _call(self, m: Member, sub: list[Any]) -> list[Any]:
+        if not self.packed:
+            return await getattr(m.handle, self._method).remote(sub)
+        data = await getattr(m.handle, f"{self._method}_packed").remote(wire.pack_requests(self.role, sub))
+        return wire.unpack_results(self.role, data)
+
     async def _send(self, m: Member, requests: list[Any], idx: list[int], results: list[Any], exclude: set[Member]) -> None:
         sub = [requests[i] for i in idx]
         work = sum(_work(r) for r in sub)
@@ -290,7 +302,7 @@ class ReplicaPool:
         m.idle.clear()
         self._enter()
         try:
-            out = await getattr(m.handle, self._method).remote(sub)
+            out = await self._call(m, sub)
         except RayActorError as e:
             failed = True
             self._on_failure(m, e)
