@@ -308,6 +308,38 @@ def plot(res: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def plot_difficulty(res: dict[str, Any], path: Path) -> None:
+    """The fitted map (logistic score -> pass@1 knots) and the test set's observed pass@1 per
+    bin, binned by the calibrated estimate and by the raw probe score."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    knots = res["difficulty_map"]["knots"]
+    a.plot([k[0] for k in knots], [k[1] for k in knots], marker="o")  # predict() interpolates linearly
+    a.set_xlabel("logistic score of (probe reward, agreement)")
+    a.set_ylabel("isotonic pass@1 estimate")
+    a.set_title(f"difficulty map fitted on {res['dev']}")
+    a.grid(alpha=0.3)
+    names = ("easy", "medium", "hard")
+    for i, kind in enumerate(("calibrated", "raw_score")):
+        bins = res[f"test_bins_{kind}"]
+        xs = [j + (i - 0.5) * 0.38 for j in range(3)]
+        ys = [bins.get(n, {}).get("observed_pass1", 0.0) for n in names]
+        bars = b.bar(xs, ys, width=0.36, label=f"bins by {kind.replace('_', ' ')}")
+        for bar, n in zip(bars, names):
+            share = bins.get(n, {}).get("share", 0.0)
+            b.text(bar.get_x() + bar.get_width() / 2, bar.get_height() + 0.01, f"{share:.0%}", ha="center", fontsize=8)
+    b.set_xticks(range(3), names)
+    b.set_ylabel(f"observed pass@1 ({res['label']})")
+    b.set_title(f"test {res['test']}: pass@1 per bin (label: share)")
+    b.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main(argv: list[str] | None = None) -> None:
     import argparse
     import json
@@ -334,7 +366,8 @@ def main(argv: list[str] | None = None) -> None:
         res = difficulty_check(args.engine, args.dev, args.test, probe_samples=args.probe_samples,
                                concurrency=args.concurrency)
         out.write_text(json.dumps(res, indent=1) + "\n")
-        print(f"wrote {out}")
+        plot_difficulty(res, out.with_suffix(".png"))
+        print(f"wrote {out} and {out.with_suffix('.png')}")
         return
     res = auto_vs_fixed(args.engine, args.dev, args.test, widths=tuple(int(w) for w in args.widths.split(",")),
                         fractions=tuple(float(f) for f in args.fractions.split(",")), concurrency=args.concurrency,
