@@ -20,7 +20,8 @@ its parent's entry lacks (at least its last token, whose logits start the decode
 of a request share one prefill. The PRM keeps each scored sequence's KV (both models' for an
 implicit PRM) with the per-position values already read (the reward at each position, or the
 implicit PRM's cumulative log ratio), so a child's score computes only its new step's tokens;
-uncached paths of one batch that share their problem (the first steps) compute it once.
+uncached paths of one batch that share their problem (the first steps) compute it once, and a
+batch is split by uncached length so that a few long rows do not pad many short ones.
 Requests of one batch with different cached lengths share one forward: each row's cached KV is
 left-padded to the longest, its new tokens left-padded after it, and the attention mask and
 position ids skip the gaps. Options (`EngineConfig.options`): `prefix_cache` (default true),
@@ -806,7 +807,37 @@ class HFReward:
                 _, done = self._values([list(head) for head, _ in shared])
                 for (head, rows), r in zip(shared, done):
                     charge[rows[0]] = len(head) - r - back  # what computing the head cost, on the first of its rows
-        return self._forward_values(seqs, back, charge)
+        if self.cache is None:
+            return self._forward_values(seqs, back, charge)
+        values: list[torch.Tensor] = [torch.empty(0)] * len(seqs)
+        reused = [0] * len(seqs)
+        for group in self._groups(seqs, back):
+            v, r = self._forward_values([seqs[i] for i in group], back,
+                                        {j: charge[i] for j, i in enumerate(group) if i in charge})
+            for j, i in enumerate(group):
+                values[i], reused[i] = v[j], r[j]
+        return values, reused
+
+    def _groups(self, seqs: list[list[int]], back: int) -> list[list[int]]:
+        """The batch split by how many tokens each row computes (its uncached part), so that a
+        few long rows (first steps, cache misses) do not pad many short ones: rows in order of
+        that length, a new group where padding to the next row would cost over half again the
+        group's real tokens."""
+        new = []
+        for s in seqs:
+            entry = self.cache.lookup(s) if self.cache is not None else None
+            new.append(len(s) - (max(0, min(len(entry.ids) - back, len(s) - 1)) if entry is not None else 0))
+        groups: list[list[int]] = []
+        real = 0
+        for i in sorted(range(len(seqs)), key=new.__getitem__):
+            if groups and len(groups[-1]) >= 4 and new[i] * (len(groups[-1]) + 1) > 1.5 * (real + new[i]):
+                groups.append([])
+                real = 0
+            if not groups:
+                groups.append([])
+            groups[-1].append(i)
+            real += new[i]
+        return groups
 
     def _forward_values(self, seqs: list[list[int]], back: int, charge: dict[int, int]) -> tuple[list[torch.Tensor], list[int]]:
         run = self._forward(seqs, back)

@@ -239,3 +239,19 @@ def test_cache_options_are_checked(tiny_dir):
         HFReward.from_config(EngineConfig(kind="hf", path=str(tiny_dir), options={"prefix_cache": "no"}))
     policy = HFPolicy.from_config(EngineConfig(kind="hf", path=str(tiny_dir), options={"prefix_cache": False}))
     assert policy.cache is None and policy.info().extra["prefix_cache"] is None
+
+
+def test_prm_batch_split_by_uncached_length():
+    """Short cached children and long misses go to separate forwards; the rewards do not move."""
+    reward, plain = shipped("reward"), shipped("reward", OFF)
+    parents = [ScoreRequest(PROBLEM, [f"37 + 48 = {80 + i}"]) for i in range(6)]
+    run(reward.score(parents))
+    batch = [ScoreRequest(PROBLEM, p.steps + ["Then 6."]) for p in parents]
+    batch += [ScoreRequest(f"Compute ({i} + 48) * 6 - 12 + 1000 * 3.", ["1 + 1 = 2"]) for i in range(2)]
+    seqs = [reward.conv.step_spans(reward.tokenizer, r.problem, r.steps)[0] for r in batch]
+    assert len(reward._groups(seqs, back=1)) == 2
+    out = run(reward.score(batch))
+    for req, got in zip(batch, out):
+        [alone] = run(plain.score([req]))
+        assert got.rewards == pytest.approx(alone.rewards, abs=1e-4) and got.tokens == alone.tokens
+    assert [r.cached_tokens > 0 for r in out] == [True] * 6 + [False, False]
