@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 import torch
 
 from ponder.actors.engine import ScoreRequest, StepRequest
-from ponder.actors.hf import CacheEntry, HFPolicy, HFReward, PRMConvention, PrefixCache
+from ponder.actors.hf import CacheEntry, HFPolicy, HFReward, PrefixCache, PRMConvention
 from ponder.config import MODELS_DIR, ConfigError, EngineConfig
 from ponder.tasks.arith import tokenizer as chartok
 from tests.actors.hf_fixtures import PROBLEM, SOLUTION, build_tiny_model
@@ -185,7 +186,8 @@ def test_policy_prompt_accounting():
     assert step.prompt_tokens - step.cached_tokens == 1
     # a to_end rollout's later steps are generated from the KV of the steps before them
     [[steps]] = run(policy.generate([StepRequest(PROBLEM, [], n=1, temperature=0.0, to_end=True)]))
-    for before, after in zip(steps, steps[1:]):
+    assert len(steps) > 1
+    for before, after in itertools.pairwise(steps):
         assert after.prompt_tokens == after.cached_tokens == before.prompt_tokens + before.tokens
 
 
