@@ -218,7 +218,7 @@ async def scheduler_run(problems: list[Problem], setup: Setup, concurrency: int,
                                  pools[0].device_batches(), pools[0].device_seqs())
     wall = loop.time() - t0
     results = [by_id[p.id] for p in problems]
-    (ta, pa, ra, _, _), (tm, _, _, bm, sm), (tb, pb, rb, bb, sb) = (marks[k] for k in keys)
+    (ta, pa, ra, _, _), (_, _, _, bm, sm), (tb, pb, rb, bb, sb) = (marks[k] for k in keys)
     extra: dict[str, Any] = {}
     if tb > ta:
         extra = {"steady_policy_busy": round((pb - pa) / (len(pools[0].engines) * (tb - ta)), 4),
@@ -307,7 +307,7 @@ def lower_bound(trace: dict[str, list], setup: Setup, critical_path_s: float) ->
     perfect prefix cache: every tree on one replica, each prefix computed once), divided by its
     replicas, and the slowest search alone. The bound is the largest of the three."""
     pol, prm = setup.latency()
-    get = lambda d, k: d.get(k, 0.0)  # noqa: E731
+    get = lambda d, k: d.get(k, 0.0)
     lengths = [n for _, ls in trace["policy"] for n in ls]
     p_requests, p_tokens = len(trace["policy"]), sum(lengths)
     p_prefill = sum(count_tokens(q) for q in {q for q, _ in trace["policy"]})  # each problem once; steps are generated

@@ -5,7 +5,9 @@ The pool splits each batch into per-replica sub-batches:
 
 - routing by least outstanding work, with prefix affinity: requests with the same `affinity`
   key (a search tree) go back to the replica that served the key before, so that replica's
-  prefix cache hits, unless that replica is overloaded;
+  prefix cache hits, unless that replica is overloaded: at its in-flight cap, or both more than
+  `affinity_slack` over the least loaded and over (1 + `affinity_load_factor`) x the mean load
+  (bounded-load routing: affinity holds at high concurrency, and no replica runs away);
 - failure: when a replica dies mid-call its sub-batch is sent again to another replica
   (generation is seeded per request, so a retry gives the same result) while the pool waits
   for Ray to restart the actor, or replaces it if it does not come back;

@@ -23,7 +23,11 @@ Sampling at temperature T with nucleus `top_p` acts as temperature ``T * top_p``
 nucleus cuts the unlikely, mostly wrong, tokens).
 
 Token counts are ``len(text) // 2 + 1`` per text (about what a BPE tokenizer uses on digits
-and short words). Latency is GPU-like: each engine is one device that runs one batch at a time,
+and short words). The policy reports each step's prompt (problem and earlier steps) and how much
+of it its prefix cache (`prefix_cache`) held; the PRM reports its cache hits likewise.
+
+Latency has two models (`device`). "continuous" is vLLM-like continuous batching (see
+`ContinuousDevice`). "static", the default: each engine is one device that runs one batch at a time,
 and calls that arrive while it is busy wait and then run together as the next batch (as vLLM's
 scheduler takes waiting requests into its next step). A batch takes
 ``call_overhead_s + per_request_s * requests + per_token_s * tokens + per_step_s * longest``

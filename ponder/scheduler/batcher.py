@@ -14,7 +14,8 @@ the whole batch at once: splitting cannot help.
 Waiting requests are ordered by priority: with `max_inflight` calls in flight (what the replicas
 take; a callable follows the pool's size) the rest wait here, and the next batch takes the most
 urgent first. Interactive searches (priority class 0) go ahead of job work (class 1), so a large
-eval job on the same pools does not starve serving. A request whose search is cancelled while it
+eval job on the same pools does not starve serving. Among job work the order is arrival, or
+`job_order(request)` when set (e.g. the searches with the most work left first). A request whose search is cancelled while it
 waits is never sent: its search gets `SearchCancelled`.
 """
 

@@ -358,7 +358,7 @@ async def test_policy_prefix_cache_changes_only_prefill_time_and_counts() -> Non
     a = [await e.generate([req]) for e in (cached, plain)]
     step = a[0][0][0][0].text
     b = [await e.generate([StepRequest(p, [step], n=2, temperature=0.8, seed=4)]) for e in (cached, plain)]
-    texts = lambda out: [[(s.text, s.tokens, s.finished) for s in c] for c in out[0]]  # noqa: E731
+    texts = lambda out: [[(s.text, s.tokens, s.finished) for s in c] for c in out[0]]
     assert texts(a[0]) == texts(a[1]) and texts(b[0]) == texts(b[1])
     assert cached.device.prefill_tokens == count_tokens(p)  # the problem once; the step was generated here
     assert plain.device.prefill_tokens == 2 * count_tokens(p) + count_tokens(step)
