@@ -22,7 +22,7 @@ def _sched(quick: bool) -> dict[str, Any]:
     from bench.scheduler_vs_lockstep import Setup, compare
 
     if quick:
-        return compare(Setup(problems=60), [15, 60], [30, 60], loops=[2, 4], load=200, variants=False)
+        return compare(Setup(problems=60), [15, 60], [60], loops=[2, 4], load=200, variants=False)
     return compare(Setup(problems=500), [25, 50, 100, 128, 256, 500], [128, 256, 500], loops=[2, 4, 8], load=2000)
 
 
