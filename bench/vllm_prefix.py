@@ -23,6 +23,16 @@ reported per step (`GeneratedStep.cached_tokens`, which the search books as
 `Compute.engine_cached_tokens`) and the ceiling that vLLM's block granularity leaves (each
 prompt's whole KV blocks short of its last token, `block_ceiling`).
 
+What bounds the difference (measured, bench/results/vllm_prefix*.json): a beam request samples
+M = beam_width continuations of one prompt, and vLLM schedules them together: the first computes
+the prompt's new blocks and the other M-1 hit them wherever the request was routed, so routing
+decides the reuse of one sample in M (`cross_request_hit_rate` isolates it: 80% with affinity
+against 53% round-robin on 4 replicas). And round-robin still finds the problem's blocks and
+the shared ancestors' on every replica that served the tree before. Affinity sits within a point
+of `block_ceiling` (32-token blocks on CPU, ~90-token prompts: about 19% of a prompt is its
+partial last block), so its overall rate cannot pass ~81% here, nor round-robin's fall below
+(M-1)/M of that: the ratio stays near 1.1 (1.2 with M = 1, 1.03 with lookahead).
+
     /work/vllm-venv/bin/python -m bench.vllm_prefix            # 24 problems, 4 replicas
     /work/vllm-venv/bin/python -m bench.vllm_prefix --small    # ~1-2 minutes: 6 problems, 2 replicas
 
