@@ -132,7 +132,8 @@ def auto_vs_fixed(engine: str = "sim", dev: str = "arith:150:seed=11", test: str
                   strategies: tuple[str, ...] = STRATEGIES, widths: tuple[int, ...] = WIDTHS,
                   fractions: tuple[float, ...] = JOB_FRACTIONS, concurrency: int = 32,
                   table_path: Path | None = None, probe_samples: int = 4, auto_concurrency: int = 4,
-                  cal_widths: tuple[int, ...] | None = None, log: Any = print) -> dict[str, Any]:
+                  cal_widths: tuple[int, ...] | None = None, fixed_from: str | None = None,
+                  log: Any = print) -> dict[str, Any]:
     """Calibrate on `dev`, then on `test`: weighted best-of-64, every fixed strategy at every
     width, and `auto` (the calibrated table) at job budgets that are fractions of best-of-64's
     cost; and the calibration's own check (test problems per bin, observed pass@1 per bin).
@@ -163,7 +164,15 @@ def auto_vs_fixed(engine: str = "sim", dev: str = "arith:150:seed=11", test: str
     t0 = time.perf_counter()
     fixed: dict[str, list[dict[str, Any]]] = {}
     bo64 = None
-    for s in strategies:
+    if fixed_from is not None:  # the fixed strategies' test figures from an earlier run on the same test set
+        import json
+
+        prev = json.loads(Path(fixed_from).read_text())
+        if prev["test"] != test or prev["engine"] != engine:
+            raise ValueError(f"{fixed_from} is for {prev['engine']} / {prev['test']}, not {engine} / {test}")
+        fixed = {s: c for s, c in prev["fixed"].items() if s in strategies}
+        bo64 = asyncio.run(_results(runner, test_ps, "best_of_n", "n=16"))  # labels for the test bins only
+    for s in (() if fixed_from is not None else strategies):
         for w in widths:
             res = asyncio.run(_results(runner, test_ps, s, f"n={w}"))
             fixed.setdefault(s, []).append({"n": w, **_summary(list(res.values()))})
@@ -228,6 +237,8 @@ def auto_vs_fixed(engine: str = "sim", dev: str = "arith:150:seed=11", test: str
         "probe_samples": probe_samples,
         "auto_concurrency": auto_concurrency,
         "calibrated_widths": list(cal_widths or widths),
+        "fixed_from": fixed_from,
+        "test_bins_label": "best_of_n n=16" if fixed_from else f"best_of_n n={max(widths)}",
         "cost_unit": "Compute.cost (cache_discount as configured); raw_cost: every token computed",
         "calibration": {k: data["calibration"][k] for k in ("bins", "observed_pass1", "label", "problems")},
         "difficulty_map": data.get("difficulty_map"),
@@ -355,6 +366,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--probe-samples", type=int, default=4)
     ap.add_argument("--auto-concurrency", type=int, default=4)
+    ap.add_argument("--fixed-from", default=None, help="take the fixed strategies' figures from this earlier JSON")
     ap.add_argument("--difficulty-only", action="store_true", help="only fit and check the difficulty map")
     ap.add_argument("--out", default=None, help="results JSON (default bench/results/auto_vs_fixed-<engine>.json)")
     args = ap.parse_args(argv)
@@ -372,7 +384,7 @@ def main(argv: list[str] | None = None) -> None:
     res = auto_vs_fixed(args.engine, args.dev, args.test, widths=tuple(int(w) for w in args.widths.split(",")),
                         fractions=tuple(float(f) for f in args.fractions.split(",")), concurrency=args.concurrency,
                         probe_samples=args.probe_samples, auto_concurrency=args.auto_concurrency,
-                        strategies=tuple(args.strategies.split(",")),
+                        strategies=tuple(args.strategies.split(",")), fixed_from=args.fixed_from,
                         cal_widths=tuple(int(w) for w in args.cal_widths.split(",")) if args.cal_widths else None,
                         table_path=out.with_name(out.stem + "-table.yaml"))
     res["bench_s"] = round(time.perf_counter() - t0, 1)
