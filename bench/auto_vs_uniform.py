@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import itertools
 import shutil
 import statistics
 import tempfile
@@ -119,7 +120,7 @@ def _interp(curve: list[dict[str, Any]], cost: float) -> float | None:
     import math
 
     pts = sorted(curve, key=lambda p: p["cost"])
-    for a, b in zip(pts, pts[1:]):
+    for a, b in itertools.pairwise(pts):
         if a["cost"] <= cost <= b["cost"]:
             if b["cost"] == a["cost"]:
                 return max(a["accuracy"], b["accuracy"])

@@ -21,7 +21,6 @@ nearest (on a log scale) to its own, among entries of the same kind (width `n=..
 from __future__ import annotations
 
 import functools
-
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,12 @@ from typing import Any
 import yaml
 
 from ponder.config import Budget, ConfigError
-from ponder.scheduler.difficulty import BINS, DEFAULT_THRESHOLDS, DifficultyMap, difficulty_bin
+from ponder.scheduler.difficulty import (
+    BINS,
+    DEFAULT_THRESHOLDS,
+    DifficultyMap,
+    difficulty_bin,
+)
 
 DEFAULT_TABLE = Path(__file__).with_name("default_allocation.yaml")
 

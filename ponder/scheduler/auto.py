@@ -22,8 +22,8 @@ from ponder.scheduler.allocation import AllocationTable, Entry
 from ponder.scheduler.difficulty import probe
 from ponder.scheduler.replay import ReplayContext
 from ponder.search import registry
-from ponder.search.context import SearchContext
 from ponder.search.aggregate import aggregate, select
+from ponder.search.context import SearchContext
 from ponder.search.types import Candidate, Problem, SearchResult
 
 

@@ -21,10 +21,17 @@ from collections import defaultdict
 from typing import Any
 
 from ponder.config import Budget
-from ponder.scheduler.allocation import AllocationTable, BinPolicy, Entry, Point, budget_size
+from ponder.scheduler.allocation import (
+    AllocationTable,
+    BinPolicy,
+    Entry,
+    Point,
+    budget_size,
+)
 from ponder.scheduler.difficulty import BINS, DifficultyMap, difficulty_bin, pav
 from ponder.search.types import Problem, SearchResult
 from ponder.tasks.grading import grade
+
 
 async def _collect(runner: Any, problems: list[Problem], strategy: str, budget: str | Budget, params=None):
     return {p.id: res async for p, res in runner.run(problems, strategy, budget, params)}

@@ -16,6 +16,7 @@ probe's samples are paid for, so the search that follows reuses them (see `repla
 
 from __future__ import annotations
 
+import itertools
 import math
 from bisect import bisect_right
 from collections.abc import Sequence
@@ -83,14 +84,14 @@ def pav(x: Sequence[float], y: Sequence[float], w: Sequence[float] | None = None
     for i in order:
         if last_x is not None and x[i] == last_x:
             b = blocks[-1]
-            b[0] += w[i]; b[1] += w[i] * y[i]; b[2] += w[i] * x[i]  # noqa: E702
+            b[0] += w[i]; b[1] += w[i] * y[i]; b[2] += w[i] * x[i]
         else:
             blocks.append([w[i], w[i] * y[i], w[i] * x[i]])
         last_x = x[i]
         while len(blocks) > 1 and blocks[-2][1] / blocks[-2][0] >= blocks[-1][1] / blocks[-1][0]:
             top = blocks.pop()
             b = blocks[-1]
-            b[0] += top[0]; b[1] += top[1]; b[2] += top[2]  # noqa: E702
+            b[0] += top[0]; b[1] += top[1]; b[2] += top[2]
     return [b[2] / b[0] for b in blocks], [b[1] / b[0] for b in blocks]
 
 
@@ -198,7 +199,7 @@ class DifficultyMap:
         if not knots:
             raise ValueError("difficulty map has no knots")
         xs, ys = [float(k[0]) for k in knots], [float(k[1]) for k in knots]
-        if any(b < a for a, b in zip(xs, xs[1:])) or any(b < a for a, b in zip(ys, ys[1:])):
+        if any(b < a for a, b in itertools.pairwise(xs)) or any(b < a for a, b in itertools.pairwise(ys)):
             raise ValueError("difficulty map knots must not decrease in x or y")
         return cls(float(d.get("bias", 0.0)), {k: float(v) for k, v in (d.get("weights") or {}).items()},
                    xs, ys, int(d.get("problems", 0)))

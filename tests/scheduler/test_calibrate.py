@@ -3,6 +3,7 @@ use), the per-bin curves, and the compute-optimal choice among them."""
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -107,7 +108,7 @@ def test_pav_is_the_isotonic_fit():
     assert ys == pytest.approx([1.0, 2.25])
     assert xs == pytest.approx([1.0, 3.5])
     xs, ys = pav([0.3, 0.1, 0.2, 0.1], [1.0, 0.0, 0.5, 1.0])  # unsorted, a repeated x
-    assert all(b > a for a, b in zip(xs, xs[1:])) and ys == sorted(ys)
+    assert all(b > a for a, b in itertools.pairwise(xs)) and ys == sorted(ys)
 
 
 def test_difficulty_map_is_monotone_and_round_trips():
