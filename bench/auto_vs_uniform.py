@@ -222,8 +222,10 @@ def auto_vs_fixed(engine: str = "sim", dev: str = "arith:150:seed=11", test: str
         a["best_fixed_within_cost"] = ({"accuracy": best_point[0], "strategy": best_point[1], "n": best_point[2]}
                                        if best_point else None)
         a["fixed_at_same_cost"] = interp
-        a["beats_fixed"] = all(a["accuracy"] >= v - 1e-9 for v in interp.values()) and (
-            best_point is None or a["accuracy"] >= best_point[0])
+        # None: no fixed strategy was measured at or below auto's cost (nothing to compare with)
+        a["beats_fixed"] = None if not interp and best_point is None else (
+            all(a["accuracy"] >= v - 1e-9 for v in interp.values())
+            and (best_point is None or a["accuracy"] >= best_point[0]))
         autos.append(a)
         log(f"  auto @ {f:.4f} x ({budget}): accuracy {a['accuracy']:.3f} at {a['cost']:.0f} "
             f"(raw {a['raw_cost']:.0f}); best fixed within cost {a['best_fixed_within_cost']}; "
