@@ -60,7 +60,7 @@ class SearchConfig:
 @dataclass
 class SchedulerConfig:
     batch_window_ms: float = 2.0  # how long a batch waits for more requests
-    max_batch: int = 64  # requests per engine call, per replica of a pool
+    max_batch: int = 64
     max_concurrent_searches: int = 32
     prm_cost_ratio: float = 1.0  # one PRM token costs this many policy tokens
     # A prompt token an engine reused from its prefix cache costs this many computed ones

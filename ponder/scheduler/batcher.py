@@ -55,12 +55,12 @@ class Batcher(Generic[Req, Res]):
     def __init__(
         self,
         fn: Callable[[list[Req]], Awaitable[list[Res]]],
-        max_batch: int | Callable[[], int] = 64,
+        max_batch: int = 64,
         window_s: float = 0.002,
         max_inflight: int | Callable[[], int] | None = None,
     ):
         self._fn = fn
-        self._max_batch = max_batch
+        self.max_batch = max_batch
         self.window_s = window_s
         # heap of (priority, arrival, request, future, alive)
         self._pending: list[tuple[Priority, int, Req, asyncio.Future, Callable[[], bool] | None]] = []
@@ -77,13 +77,6 @@ class Batcher(Generic[Req, Res]):
         # arrival order; a function of the request gives a sort key, lower first (e.g. the
         # searches with the most work left first, so a finite job's tail is short).
         self.job_order: Callable[[Req], Any] | None = None
-
-    @property
-    def max_batch(self) -> int:
-        """Requests per call: for a pool, the per-replica size x its replicas (it follows scaling),
-        so a pool call sends each replica about one full batch rather than a slice of one."""
-        m = self._max_batch
-        return max(1, m() if callable(m) else m)
 
     def capacity(self) -> float:
         cap = self._capacity() if callable(self._capacity) else self._capacity
@@ -105,7 +98,7 @@ class Batcher(Generic[Req, Res]):
             key = priority if order is None else (*priority, order(r))
             heapq.heappush(self._pending, (key, next(self._arrival), r, f, alive))
             futs.append(f)
-        if len(self._pending) >= self.max_batch:  # (a property: read once per submit)
+        if len(self._pending) >= self.max_batch:
             self._flush()
         elif self._timer is None:
             if self.window_s > 0:
@@ -116,8 +109,7 @@ class Batcher(Generic[Req, Res]):
 
     def _take(self) -> list[tuple[Req, asyncio.Future]]:
         batch = []
-        limit = self.max_batch
-        while self._pending and len(batch) < limit:
+        while self._pending and len(batch) < self.max_batch:
             _, _, r, f, alive = heapq.heappop(self._pending)
             if f.done():  # its search was cancelled while it waited
                 continue
@@ -200,7 +192,7 @@ class Batcher(Generic[Req, Res]):
 class BatchedPolicy:
     """A `PolicyEngine` front that batches across searches before calling the real engine."""
 
-    def __init__(self, engine: Any, max_batch: int | Callable[[], int] = 64, window_s: float = 0.002,
+    def __init__(self, engine: Any, max_batch: int = 64, window_s: float = 0.002,
                  max_inflight: int | Callable[[], int] | None = None):
         self.engine = engine
         self.batcher: Batcher[StepRequest, list[list[GeneratedStep]]] = Batcher(
@@ -216,7 +208,7 @@ class BatchedPolicy:
 
 
 class BatchedReward:
-    def __init__(self, engine: Any, max_batch: int | Callable[[], int] = 64, window_s: float = 0.002,
+    def __init__(self, engine: Any, max_batch: int = 64, window_s: float = 0.002,
                  max_inflight: int | Callable[[], int] | None = None):
         self.engine = engine
         self.batcher: Batcher[ScoreRequest, ScoreResult] = Batcher(engine.score, max_batch, window_s, max_inflight)

@@ -83,8 +83,8 @@ class Runner(SchedulerAPI):
         self.config = config or PonderConfig()
         sc = self.config.scheduler
         window = sc.batch_window_ms / 1000.0
-        self.policy = BatchedPolicy(policy_engine, self._batch(policy_engine), window, self._capacity(policy_engine))
-        self.reward = BatchedReward(reward_engine, self._batch(reward_engine), window, self._capacity(reward_engine))
+        self.policy = BatchedPolicy(policy_engine, sc.max_batch, window, self._capacity(policy_engine))
+        self.reward = BatchedReward(reward_engine, sc.max_batch, window, self._capacity(reward_engine))
         self.admission = Admission(AdmissionLimits(**self.config.api.admission()))
         self.started = time.perf_counter()
         self.ledger: TokenLedger | None = None  # the ledger of the latest run(), for stats
@@ -92,15 +92,6 @@ class Runner(SchedulerAPI):
         self.tokens = {"policy": 0, "prm": 0, "cost": 0.0}  # spent by every finished search
         self.jobs: dict[str, JobState] = {}
         self._live: dict[str, EngineContext] = {}  # search id -> its context
-
-    def _batch(self, engine: Any) -> Any:
-        """Requests per engine call: `scheduler.max_batch` per replica of a pool. A pool splits a
-        call over its replicas, so a pool-wide limit of 64 gave each of 8 replicas 8 requests a
-        call, and the Ray calls (about 0.5 ms of scheduler CPU each) grew with the pool."""
-        per = self.config.scheduler.max_batch
-        if not hasattr(engine, "size"):
-            return per
-        return lambda: per * max(1, engine.size)
 
     def _capacity(self, engine: Any) -> Any:
         """Engine calls in flight for a pool: what its replicas take now (it follows scaling)."""
