@@ -69,6 +69,9 @@ def ray_scheduler_cpu(problems: int = 200, concurrency: int = 256, replicas: int
         "expansions_per_actor_cpu_s": round(expansions / cpu, 1),
         "policy_calls": after["policy_pool"]["calls"] - before["policy_pool"]["calls"],
         "reward_calls": after["reward_pool"]["calls"] - before["reward_pool"]["calls"],
+        # Ray calls actually made: a replica's sub-batches of one event-loop turn travel together
+        "policy_ray_calls": after["policy_pool"]["ray_calls"] - before["policy_pool"]["ray_calls"],
+        "reward_ray_calls": after["reward_pool"]["ray_calls"] - before["reward_pool"]["ray_calls"],
     }
     if shards > 1:
         per = [a["scheduler_cpu_s"] - b["scheduler_cpu_s"] for a, b in zip(after["shards"], before["shards"])]

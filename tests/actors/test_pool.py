@@ -163,3 +163,22 @@ async def test_scale_up_and_down_mid_run(ray_local):  # noqa: F811
     with pytest.raises(ValueError, match="at least one"):
         await pool.scale(0)
     await pool.close()
+
+
+@pytest.mark.ray
+async def test_one_turns_sub_batches_share_a_ray_call_and_a_bad_one_fails_alone(ray_local):  # noqa: F811
+    from ponder.config import EngineConfig
+
+    pool = await ReplicaPool("policy", EngineConfig(kind="sim"), ClusterConfig(cpus_per_replica=0)).start(1)
+    ps = problems(3, level=2)
+    good = [[StepRequest(p.problem, [], n=2, seed=i)] for i, p in enumerate(ps)]
+    alone = [await pool.generate(b) for b in good]
+    calls = pool.counts["ray_calls"]
+    assert await asyncio.gather(*(pool.generate(b) for b in good)) == alone
+    assert pool.counts["ray_calls"] == calls + 1  # three sub-batches, one call
+    bad = [StepRequest("What is the capital of France?", [], n=1, seed=9)]
+    got = await asyncio.gather(pool.generate(good[0]), pool.generate(bad), pool.generate(good[2]),
+                               return_exceptions=True)
+    assert got[0] == alone[0] and got[2] == alone[2]
+    assert isinstance(got[1], Exception) and "arithmetic" in str(got[1])
+    await pool.close()
