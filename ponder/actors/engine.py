@@ -43,9 +43,11 @@ class GeneratedStep:
     finished: bool  # the solution ended here (end of sequence or final answer given)
     # Prefill accounting (see `Compute`): the context this step was generated from (problem and
     # earlier steps, as the engine tokenises it) and how much of it the engine reused from a
-    # prefix cache instead of computing. The n samples of one request share one prefill, so
-    # every sample after the first reports its whole prompt as reused. Engines that cannot tell
-    # report 0 for both (the prompt is then not charged at all, as before).
+    # prefix cache instead of computing, as the engine itself counts it (hf and sim: the n
+    # samples of one request share one prefill, so samples after the first report their whole
+    # prompt; vLLM recomputes each sample's partial last block and says so). Telemetry: the
+    # cost rule (`Compute`) charges the search's own prefix, not these. Engines that cannot tell
+    # report 0 for both (the prompt is then not charged at all).
     prompt_tokens: int = 0
     cached_tokens: int = 0
 

@@ -92,6 +92,9 @@ class _Replica:
         if self._busy_since is not None:
             d["busy_s"] += time.perf_counter() - self._busy_since
         d["uptime_s"] = time.perf_counter() - self._started
+        cache = self.engine.info().extra.get("prefix_cache")  # the engine's own counters (vllm, hf)
+        if cache is not None:
+            d["prefix_cache"] = cache
         return d
 
 
