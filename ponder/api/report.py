@@ -107,8 +107,9 @@ def _pct(correct: int, total: int) -> str:
 # Strategies that draw one sample whatever width the budget names (the row says so).
 ONE_SAMPLE = {"greedy"}
 
-LEGEND = ("acc%: graded results right; tokens: mean cost per problem (policy tokens + PRM tokens x "
-          "scheduler.prm_cost_ratio); wall s: mean seconds per search; L1..: accuracy by level")
+LEGEND = ("acc%: graded results right; tokens: mean cost per problem (tokens computed with prefix reuse: "
+          "generated, the prompt once, each PRM path beyond its scored parent; x scheduler.prm_cost_ratio "
+          "for the PRM); wall s: mean seconds per search; L1..: accuracy by level")
 
 
 def format_table(rows: list[Row]) -> str:
