@@ -42,6 +42,13 @@ def _ray_processes(driver: psutil.Process) -> list[psutil.Process]:
     return [p for p in driver.children(recursive=True) if "reaper" not in " ".join(p.cmdline())]
 
 
+def _kill_and_check(proc: subprocess.Popen, procs: list[psutil.Process]) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    left = _gone(procs, timeout_s=15)
+    assert not left, [" ".join(p.cmdline())[:80] for p in left]
+
+
 def test_sigkill_of_the_driver_ends_the_local_cluster():
     proc, driver = _start()
     try:
@@ -49,10 +56,7 @@ def test_sigkill_of_the_driver_ends_the_local_cluster():
         ray_procs = _ray_processes(driver)
         names = " ".join(" ".join(p.cmdline()) for p in ray_procs)
         assert "raylet" in names and "gcs_server" in names
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        left = _gone(ray_procs, timeout_s=15)
-        assert not left, [" ".join(p.cmdline())[:80] for p in left]
+        _kill_and_check(proc, ray_procs)
     finally:
         proc.kill()
 
@@ -69,10 +73,6 @@ def test_sigkill_during_start_up_leaves_nothing():
         else:
             pytest.fail("Ray did not start")
         time.sleep(0.3)
-        procs = _ray_processes(driver)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        left = _gone(procs, timeout_s=15)
-        assert not left, [" ".join(p.cmdline())[:80] for p in left]
+        _kill_and_check(proc, _ray_processes(driver))
     finally:
         proc.kill()
