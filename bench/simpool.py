@@ -30,9 +30,11 @@ class _Method:
         return self._fn(*args)
 
 
-class _LocalHandle:
+class LocalHandle:
+    """What a pool calls on a replica actor, for a replica body in this process."""
+
     def __init__(self, impl: Any):
-        for name in ("generate", "score", "health", "stats"):
+        for name in ("generate", "generate_packed", "score", "score_packed", "health", "stats"):
             if hasattr(impl, name):
                 setattr(self, name, _Method(getattr(impl, name)))
 
@@ -55,7 +57,7 @@ class LocalPool(ReplicaPool):
     async def _spawn(self) -> Any:  # replaces actor creation; the rest of ReplicaPool is unchanged
         engine = next(self._next)
         cls = PolicyReplicaImpl if self.role == "policy" else RewardReplicaImpl
-        return _LocalHandle(cls(self.engine_cfg, self.cap, builder=lambda _cfg, e=engine: e))
+        return LocalHandle(cls(self.engine_cfg, self.cap, builder=lambda _cfg, e=engine: e))
 
     def device_busy_s(self) -> float:
         """Busy seconds so far, summed over the replicas' simulated devices."""

@@ -52,6 +52,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.simpool import LocalHandle
 from ponder.actors.engine import EngineInfo, GeneratedStep, StepRequest
 from ponder.actors.pool import ReplicaPool
 from ponder.actors.replica import PolicyReplicaImpl
@@ -64,25 +65,6 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 # ---------------------------------------------------------------- in-process replicas
-
-
-class _Call:
-    """`handle.method.remote(*args)` for an in-process replica: the coroutine itself."""
-
-    def __init__(self, fn: Any):
-        self._fn = fn
-
-    def remote(self, *args: Any) -> Any:
-        return self._fn(*args)
-
-
-class _Handle:
-    """What the pool calls on a replica actor, for the replica body in this process."""
-
-    def __init__(self, impl: Any):
-        for name in ("generate", "generate_packed", "score", "score_packed", "health", "stats"):
-            if hasattr(impl, name):
-                setattr(self, name, _Call(getattr(impl, name)))
 
 
 class Recorder:
@@ -119,7 +101,7 @@ class InProcessPool(ReplicaPool):
 
     async def _spawn(self) -> Any:  # `start` spawns all replicas at once: one engine each, in turn
         engine = next(self._engines)
-        return _Handle(PolicyReplicaImpl(self.engine_cfg, self.cap, builder=lambda _cfg, e=engine: e))
+        return LocalHandle(PolicyReplicaImpl(self.engine_cfg, self.cap, builder=lambda _cfg, e=engine: e))
 
     async def _kill(self, handle: Any) -> None:  # the engines outlive the pool (closed by main)
         pass
