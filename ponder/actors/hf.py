@@ -226,12 +226,16 @@ def context_length(model: Any) -> int | None:
     return int(n) if isinstance(n, int) and n > 0 else None
 
 
+def _parameters(model: Any) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(model.forward).parameters)
+
+
 def cache_keyword(model: Any) -> str:
     """The KV-cache argument of `model.forward`: `cache` from transformers 5.x (where
     `past_key_values` is deprecated, to be removed in 5.40), `past_key_values` before."""
-    import inspect
-
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    return "cache" if "cache" in _parameters(model) else "past_key_values"
 
 
 # ------------------------------------------------------------------ the prefix cache
@@ -604,12 +608,6 @@ class HFPolicy:
         return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
 
-def _parameters(model: Any) -> set[str]:
-    import inspect
-
-    return set(inspect.signature(model.forward).parameters)
-
-
 def _returned_cache(out: Any, keyword: str, passed: Any) -> Any:
     """The KV cache after a forward: the output's, or the one passed (updated in place; heads
     such as token classification do not return it)."""
@@ -720,20 +718,21 @@ class HFReward:
         if any(not s for s in seqs):
             raise ValueError("an empty PRM input")
 
-    def _forward(self, seqs: list[list[int]], back: int) -> _Scored:
-        """Every model's logits over each sequence's uncached tokens, after its cached prefix.
-        `back`: how many of a cached entry's last tokens are computed again (1 where the values
-        of a position need the logits before it). Returns (logits per model, shape (rows, new
-        width, ...), left-padded; the entry each row reused; tokens reused per row; the batch; the
-        models' KV caches after it, when caching)."""
+    def _hit(self, s: list[int], back: int) -> tuple[CacheEntry | None, int]:
+        """The cache entry `s` reuses and how many of its tokens (`back`: how many of an entry's
+        last tokens are computed again, 1 where a position's value needs the logits before it)."""
+        entry = self.cache.lookup(s) if self.cache is not None else None
+        r = max(0, min(len(entry.ids) - back, len(s) - 1)) if entry is not None else 0
+        return (entry if r else None), r
+
+    def _forward(self, seqs: list[list[int]], hits: list[tuple[CacheEntry | None, int]]) -> _Scored:
+        """Every model's logits over each sequence's uncached tokens, after its cached prefix
+        (`hits`, from `_hit`). Returns (logits per model, shape (rows, new width, ...),
+        left-padded; the entry each row reused; tokens reused per row; the batch; the models' KV
+        caches after it, when caching)."""
         self._check(seqs)
-        entries: list[CacheEntry | None] = []
-        reused: list[int] = []
-        for s in seqs:
-            entry = self.cache.lookup(s) if self.cache is not None else None
-            r = max(0, min(len(entry.ids) - back, len(s) - 1)) if entry is not None else 0
-            entries.append(entry if r else None)
-            reused.append(r)
+        entries = [e for e, _ in hits]
+        reused = [r for _, r in hits]
         batch = _Batch.build([s[r:] for s, r in zip(seqs, reused)], reused, self.pad_id, self.device)
         logits, caches = [], []
         for m, model in enumerate(self.models):
@@ -807,29 +806,27 @@ class HFReward:
                 _, done = self._values([list(head) for head, _ in shared])
                 for (head, rows), r in zip(shared, done):
                     charge[rows[0]] = len(head) - r - back  # what computing the head cost, on the first of its rows
+        hits = [self._hit(s, back) for s in seqs]  # after the heads went into the cache
         if self.cache is None:
-            return self._forward_values(seqs, back, charge)
+            return self._forward_values(seqs, hits, charge)
         values: list[torch.Tensor] = [torch.empty(0)] * len(seqs)
         reused = [0] * len(seqs)
-        for group in self._groups(seqs, back):
-            v, r = self._forward_values([seqs[i] for i in group], back,
+        for group in self._groups([len(s) - r for s, (_, r) in zip(seqs, hits)]):
+            v, r = self._forward_values([seqs[i] for i in group], [hits[i] for i in group],
                                         {j: charge[i] for j, i in enumerate(group) if i in charge})
             for j, i in enumerate(group):
                 values[i], reused[i] = v[j], r[j]
         return values, reused
 
-    def _groups(self, seqs: list[list[int]], back: int) -> list[list[int]]:
-        """The batch split by how many tokens each row computes (its uncached part), so that a
-        few long rows (first steps, cache misses) do not pad many short ones: rows in order of
-        that length, a new group where padding to the next row would cost over half again the
+    @staticmethod
+    def _groups(new: list[int]) -> list[list[int]]:
+        """The batch split by how many tokens each row computes (`new`: its uncached part), so
+        that a few long rows (first steps, cache misses) do not pad many short ones: rows in order
+        of that length, a new group where padding to the next row would cost over half again the
         group's real tokens."""
-        new = []
-        for s in seqs:
-            entry = self.cache.lookup(s) if self.cache is not None else None
-            new.append(len(s) - (max(0, min(len(entry.ids) - back, len(s) - 1)) if entry is not None else 0))
         groups: list[list[int]] = []
         real = 0
-        for i in sorted(range(len(seqs)), key=new.__getitem__):
+        for i in sorted(range(len(new)), key=new.__getitem__):
             if groups and len(groups[-1]) >= 4 and new[i] * (len(groups[-1]) + 1) > 1.5 * (real + new[i]):
                 groups.append([])
                 real = 0
@@ -839,8 +836,9 @@ class HFReward:
             real += new[i]
         return groups
 
-    def _forward_values(self, seqs: list[list[int]], back: int, charge: dict[int, int]) -> tuple[list[torch.Tensor], list[int]]:
-        run = self._forward(seqs, back)
+    def _forward_values(self, seqs: list[list[int]], hits: list[tuple[CacheEntry | None, int]],
+                        charge: dict[int, int]) -> tuple[list[torch.Tensor], list[int]]:
+        run = self._forward(seqs, hits)
         values = []
         if self.conv.style == "implicit":
             prm, ref = run.logits

@@ -186,22 +186,28 @@ class Device:
             finished.append(self._queue.pop(0))
         return finished, requests, tokens, longest, prefill
 
+    def _has_work(self) -> bool:
+        return bool(self._queue)
+
     async def _drain(self) -> None:
-        while self._queue:
-            if self.gpu is not None:
+        while self._has_work():
+            if self.gpu is not None:  # co-located engines: one batch (or step) at a time across them
                 async with self.gpu.lock:
                     await self._batch()
             else:
                 await self._batch()
 
-    async def _batch(self) -> None:
-        finished, requests, tokens, longest, prefill = self._take()
-        delay = self.latency.seconds(requests, tokens, longest, prefill)  # type: ignore[arg-type]
+    async def _busy(self, delay: float) -> None:
+        """The device is busy for `delay` seconds (kept for `busy_seconds`)."""
         self._running = (asyncio.get_running_loop().time(), delay)
         await asyncio.sleep(delay)
         self._running = None
         self.busy_s += delay
         self.batches += 1
+
+    async def _batch(self) -> None:
+        finished, requests, tokens, longest, prefill = self._take()
+        await self._busy(self.latency.seconds(requests, tokens, longest, prefill))  # type: ignore[arg-type]
         self.requests += round(requests)
         for call in finished:
             if not call.done.done():
@@ -268,15 +274,11 @@ class ContinuousDevice(Device):
         if g.call[0] == 0 and not g.call[1].done():
             g.call[1].set_result(None)
 
-    async def _drain(self) -> None:
-        while self._waiting or self._finish:
-            if self.gpu is not None:
-                async with self.gpu.lock:
-                    await self._step()
-            else:
-                await self._step()
+    def _has_work(self) -> bool:
+        return bool(self._waiting or self._finish)
 
-    async def _step(self) -> None:
+    async def _batch(self) -> None:
+        """One step."""
         lat, cap = self.latency, self.max_seqs or float("inf")
         budget, prefill, admitted = self.max_step_tokens, 0, []
         running = len(self._finish)
@@ -293,13 +295,8 @@ class ContinuousDevice(Device):
             self._waiting.popleft()
             admitted.append(g)
             running += len(g.lengths)
-        delay = (lat.per_step_s + lat.per_token_s * running + lat.per_prefill_token_s * prefill
-                 + lat.per_request_s * len(admitted))
-        self._running = (asyncio.get_running_loop().time(), delay)
-        await asyncio.sleep(delay)
-        self._running = None
-        self.busy_s += delay
-        self.batches += 1
+        await self._busy(lat.per_step_s + lat.per_token_s * running + lat.per_prefill_token_s * prefill
+                         + lat.per_request_s * len(admitted))
         self.requests += len(admitted)
         self.seqs += running
         self.prefill_tokens += prefill
@@ -356,6 +353,15 @@ class PrefixCache:
             if keys[k] in self._keys:
                 return k
         return -1
+
+    def prefill(self, problem: str, steps: Sequence[str]) -> tuple[int, int, tuple]:
+        """(prompt tokens, of them to compute after the longest cached prefix, the prompt's key)
+        for a prompt of `problem` and `steps`; caches its prefixes."""
+        keys = self.keys(problem, steps)
+        sizes = [count_tokens(problem)] + [count_tokens(st) for st in steps]
+        hit = self.hit(keys)
+        self.add(keys)
+        return sum(sizes), sum(sizes[hit + 1:]), keys[-1]
 
     def add(self, keys: Sequence[tuple]) -> None:
         if self.capacity <= 0:
@@ -499,21 +505,15 @@ class SimPolicy:
         """Prompt tokens the engine must compute for `req` (after its longest cached prefix;
         once for all its samples); fills in the samples' `prompt_tokens` / `cached_tokens` and
         caches the prompt and what was generated."""
-        keys = PrefixCache.keys(req.problem, req.steps)
-        sizes = [count_tokens(req.problem)] + [count_tokens(st) for st in req.steps]
-        prompt = sum(sizes)
-        hit = self.cache.hit(keys) if self.settings.prefix_cache else -1
-        uncached = prompt - sum(sizes[: hit + 1])
-        self.cache.add(keys)
+        prompt, uncached, prompt_key = self.cache.prefill(req.problem, req.steps)
         for k, cont in enumerate(samples):
-            context, key = prompt, keys[-1]
+            context, key = prompt, prompt_key
             for j, step in enumerate(cont):
                 step.prompt_tokens = context
                 step.cached_tokens = context - uncached if k == 0 and j == 0 else context
                 context += count_tokens(step.text)
                 key = (key, step.text)
-                if self.settings.prefix_cache:
-                    self.cache.add([key])
+                self.cache.add([key])
         return uncached
 
     def continuation(self, req: StepRequest, sample: int) -> list[GeneratedStep]:
@@ -672,21 +672,11 @@ class SimReward:
 
     async def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
         out = [self.score_one(req) for req in requests]
-        if self.settings.prefix_cache:
-            prefills = [self._uncached_tokens(req) for req in requests]
-            for res, n in zip(out, prefills):
-                res.cached_tokens = res.tokens - n
-        else:
-            prefills = [r.tokens for r in out]
+        prefills = [self.cache.prefill(req.problem, req.steps)[1] for req in requests]
+        for res, n in zip(out, prefills):
+            res.cached_tokens = res.tokens - n
         await self.device.run(len(requests), sum(prefills), prefill=sum(prefills), prefills=prefills)
         return out
-
-    def _uncached_tokens(self, req: ScoreRequest) -> int:
-        """Tokens to prefill after the longest cached prefix of `req`; caches its prefixes."""
-        keys = PrefixCache.keys(req.problem, req.steps)
-        hit = self.cache.hit(keys)
-        self.cache.add(keys)
-        return (count_tokens(req.problem) if hit < 0 else 0) + sum(count_tokens(st) for st in req.steps[max(hit, 0) :])
 
     def score_one(self, req: ScoreRequest) -> ScoreResult:
         arith_chain(req.problem)

@@ -251,7 +251,7 @@ def test_prm_batch_split_by_uncached_length():
     batch = [ScoreRequest(PROBLEM, p.steps + ["Then 6."]) for p in parents]
     batch += [ScoreRequest(f"Compute ({i} + 48) * 6 - 12 + 1000 * 3.", ["1 + 1 = 2"]) for i in range(2)]
     seqs = [reward.conv.step_spans(reward.tokenizer, r.problem, r.steps)[0] for r in batch]
-    assert len(reward._groups(seqs, back=1)) == 2
+    assert len(reward._groups([len(s) - reward._hit(s, 1)[1] for s in seqs])) == 2
     out = run(reward.score(batch))
     for req, got in zip(batch, out):
         [alone] = run(plain.score([req]))
