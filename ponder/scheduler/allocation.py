@@ -11,7 +11,8 @@ solves Snell et al.'s compute-optimal rule as a small optimisation (`optimise`):
     choose one point (s_b, n_b) per bin b  maximising  sum_b mix_b * acc_b(s_b, n_b)
     subject to                             sum_b mix_b * cost_b(s_b, n_b) <= B
 
-(exact: each bin's curve is cut to its Pareto front, then the combinations are enumerated), and a
+(relaxed so that one bin may split its queries between two neighbouring points of its convex
+hull, which makes the greedy walk over the hulls exact), and a
 query of bin b runs s_b at width n_b with a grant of `headroom` x cost_b from the job's ledger
 (what it does not spend goes back). A table without curves keeps the hand-written rule: each bin
 has a default entry and optional `by_budget` entries; a query takes the entry whose budget is
@@ -34,6 +35,7 @@ from ponder.scheduler.difficulty import (
     DEFAULT_THRESHOLDS,
     DifficultyMap,
     difficulty_bin,
+    estimate,
 )
 
 DEFAULT_TABLE = Path(__file__).with_name("default_allocation.yaml")
@@ -202,9 +204,7 @@ class AllocationTable:
         return difficulty_bin(self.estimate(score, consensus), self.thresholds)
 
     def estimate(self, score: float, consensus: float | None = None) -> float:
-        if self.difficulty_map is None:
-            return score
-        return self.difficulty_map.predict({"score": score, "consensus": consensus or 0.0})
+        return estimate({"score": score, "consensus": consensus or 0.0}, self.difficulty_map)
 
     @property
     def optimised(self) -> bool:

@@ -53,20 +53,19 @@ async def auto(problem: Problem, ctx: SearchContext, cfg: AutoConfig) -> SearchR
     pr = await probe(ctx, cfg.probe_samples, table.thresholds, table.difficulty_map)
     bin_name = pr.bin
     budget = Budget(n=cfg.n) if cfg.n is not None else Budget(tokens=ctx.budget + ctx.spent.cost)
-    if cfg.strategy is not None:
-        entry, share = Entry(cfg.strategy, dict(cfg.strategy_params or {})), 1.0
-        forced = True
+    if cfg.strategy is not None:  # forced (calibrate measures each point): the grant it was given
+        entry, share, grant = Entry(cfg.strategy, dict(cfg.strategy_params or {})), 1.0, None
     else:
         entry, share = table.choose(bin_name, budget, _draw(problem.id))
-        forced = False
-    grant = ctx.regrant(share) if not forced else None  # through the door: the runtime owns the job's ledger
+        grant = ctx.regrant(share)  # through the door: the runtime owns the job's ledger
     strat = registry.get(entry.strategy)
     if strat.name == "auto":
         raise ValueError("the allocation table cannot choose 'auto' itself")
     params = dict(entry.params)
     planned = params.pop("n", None)
-    # An optimised table's point carries its width; a width budget without a plan is the user's.
-    n = planned if planned is not None and table.optimised and not forced else cfg.n if cfg.n is not None else planned
+    # An optimised table's point carries its width; otherwise a width the user gave wins.
+    from_plan = cfg.strategy is None and table.optimised and planned is not None
+    n = planned if from_plan or cfg.n is None else cfg.n
     inner_cfg = strat.make_config(params, n=n)
     replay = ReplayContext(ctx, pr.samples, ctx.temperature)
     result = await strat.fn(problem, replay, inner_cfg)

@@ -205,8 +205,9 @@ class DifficultyMap:
                    xs, ys, int(d.get("problems", 0)))
 
 
-def estimate(pr: Probe, dmap: DifficultyMap | None) -> float:
-    return dmap.predict(pr.features()) if dmap is not None else pr.score
+def estimate(features: dict[str, float], dmap: DifficultyMap | None) -> float:
+    """Predicted pass@1 from probe features: the map's, or the raw score without a map."""
+    return dmap.predict(features) if dmap is not None else features["score"]
 
 
 # -- the probe ---------------------------------------------------------------------------------------
@@ -223,7 +224,7 @@ async def probe(ctx: SearchContext, k: int = 4, thresholds: dict[str, float] | N
         if s.terminal and s.answer is not None:
             answers[s.answer] = answers.get(s.answer, 0) + 1
     pr = Probe(samples, predicted_pass_rate(samples), "", answers)
-    pr.estimate = estimate(pr, dmap)
+    pr.estimate = estimate(pr.features(), dmap)
     pr.bin = difficulty_bin(pr.estimate, thresholds)
     return pr
 
