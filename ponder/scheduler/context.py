@@ -103,9 +103,13 @@ class EngineContext(SearchContext):
         return False
 
     def _key(self, node: Node) -> int:
-        if node.key is None:  # a root: keyed by the order the search first hands its roots over
-            self._roots += 1
-            node.key = _mix(self._seed, "root", self._roots)
+        """A node's key, derived when it is first expanded (most sampled nodes never are)."""
+        if node.key is None:
+            if node.parent is None:  # a root: keyed by the order the search first hands its roots over
+                self._roots += 1
+                node.key = _mix(self._seed, "root", self._roots)
+            else:
+                node.key = _mix(self._key(node.parent), node.index)
         return node.key
 
     def _charge(self, **counts: int) -> None:
@@ -135,7 +139,6 @@ class EngineContext(SearchContext):
         # A node listed twice (particles resampled onto one node) draws fresh samples each time.
         first = []
         for _, parent in live:
-            self._key(parent)
             first.append(parent.drawn)
             parent.drawn += n
         requests = [
@@ -148,7 +151,7 @@ class EngineContext(SearchContext):
                 max_step_tokens=self.max_step_tokens,
                 to_end=to_end,
                 max_steps=max(1, self.max_steps - node.depth),
-                seed=_mix(node.key, first_sample) % (2**31),
+                seed=_mix(self._key(node), first_sample) % (2**31),
                 affinity=self.affinity,
             )
             for (_, node), first_sample in zip(live, first)
@@ -163,7 +166,7 @@ class EngineContext(SearchContext):
             for k, steps in enumerate(samples):
                 node = parent
                 for j, step in enumerate(steps):
-                    node = node.child(step.text, step.tokens, key=_mix(node.key, first_sample + k if j == 0 else 0))
+                    node = node.child(step.text, step.tokens, index=first_sample + k if j == 0 else 0)
                     tokens += step.tokens
                     prompt += step.prompt_tokens
                     engine_cached += step.cached_tokens

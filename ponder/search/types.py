@@ -45,9 +45,11 @@ class Node:
     rewards: list[float] | None = None
     depth: int = 0
     id: int = field(default_factory=lambda: next(_node_ids))
-    # Identity by place in the tree, for seeding: a root's is set by the context (the order the
-    # search first hands it its roots), a child's derives from its parent's key and its index
-    # among the parent's samples. `drawn` counts the samples drawn from this node so far.
+    # Identity by place in the tree, for seeding: `index` is this node's sample index among its
+    # parent's draws (0 for the later steps of a to_end chain); `key` is derived from the
+    # parent's key and `index` by the context when the node is first expanded (a root's from
+    # the order the search hands its roots over). `drawn` counts the samples drawn from it.
+    index: int = 0
     key: int | None = None
     drawn: int = 0
     prm_tokens: int | None = None  # the PRM's sequence length for this path, once scored
@@ -55,9 +57,9 @@ class Node:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def child(self, text: str, tokens: int, terminal: bool = False, answer: str | None = None,
-              key: int | None = None) -> Node:
+              index: int = 0) -> Node:
         return Node(text=text, tokens=tokens, parent=self, terminal=terminal, answer=answer, depth=self.depth + 1,
-                    key=key)
+                    index=index)
 
     def path(self) -> list[Node]:
         """Nodes from the first step to self (the root excluded)."""
