@@ -210,8 +210,7 @@ class VLLMPolicy(StepwisePolicy):
             kind="vllm",
             model=self.model_dir,
             device="cpu" if _on_cpu() else "cuda",
-            extra={"prefix_caching": bool(self.engine.vllm_config.cache_config.enable_prefix_caching),
-                   "max_model_len": self.max_model_len, "prefix_cache": self.cache_stats()},
+            extra={"max_model_len": self.max_model_len, "prefix_cache": self.cache_stats()},  # it says if enabled
         )
 
     async def _steps(self, req: StepRequest, steps: list[str], n: int, seed: int | None) -> list[GeneratedStep]:

@@ -99,8 +99,7 @@ class ShardedRunner(SchedulerAPI):
     async def set_admission(self, limits: dict[str, Any]) -> None:
         # Each shard admits its share: a tenant's limits hold across the shards in sum.
         k = len(self.shards)
-        share = {key: max(1, -(-v // k)) if isinstance(v, int) else v for key, v in limits.items()}
-        await self._all("set_admission", share)
+        await self._all("set_admission", {key: -(-v // k) for key, v in limits.items()})  # ceil: 0 stays 0
 
     async def open_job(self, job_id: str, *, budget: float | None = None, queries: int = 0,
                        groups: dict[str, int] | None = None) -> None:
