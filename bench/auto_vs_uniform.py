@@ -96,6 +96,10 @@ def compare(problems: int, engine: str = "hf", dataset: str | None = None, n: in
 # -- auto (calibrated, optimised allocation) against fixed strategies ------------------------------
 
 STRATEGIES = ("best_of_n", "beam_search", "dvts", "rebase")
+# Candidates calibrate measures beside the fixed strategies: adaptive best-of-N (stop once the
+# vote's leader is this likely to stay ahead; the width is its cap). Measured on the test set
+# too, at the widest width, so that auto is also compared with adaptive best-of-N used alone.
+ADAPTIVE = ("best_of_n:confidence=0.8", "best_of_n:confidence=0.9", "best_of_n:confidence=0.95")
 WIDTHS = (4, 8, 16, 32, 64)
 JOB_FRACTIONS = (1 / 16, 1 / 8, 1 / 4, 1 / 2)
 
@@ -134,7 +138,7 @@ def auto_vs_fixed(engine: str = "sim", dev: str = "arith:150:seed=11", test: str
                   fractions: tuple[float, ...] = JOB_FRACTIONS, concurrency: int = 32,
                   table_path: Path | None = None, probe_samples: int = 4, auto_concurrency: int = 4,
                   cal_widths: tuple[int, ...] | None = None, fixed_from: str | None = None,
-                  log: Any = print) -> dict[str, Any]:
+                  adaptive: tuple[str, ...] = ADAPTIVE, log: Any = print) -> dict[str, Any]:
     """Calibrate on `dev`, then on `test`: weighted best-of-64, every fixed strategy at every
     width, and `auto` (the calibrated table) at job budgets that are fractions of best-of-64's
     cost; and the calibration's own check (test problems per bin, observed pass@1 per bin).
@@ -145,15 +149,15 @@ def auto_vs_fixed(engine: str = "sim", dev: str = "arith:150:seed=11", test: str
     its budget)."""
     from ponder.config import Budget
     from ponder.scheduler.allocation import AllocationTable
-    from ponder.scheduler.calibrate import apply_map, calibrate, candidate_pass_rate
+    from ponder.scheduler.calibrate import apply_map, calibrate, candidate, candidate_pass_rate
 
     runner = make_runner(engine, concurrency)
     dev_ps, test_ps = load_problems(dev), load_problems(test)
     if {p.problem for p in dev_ps} & {p.problem for p in test_ps}:
         log("  warning: dev and test share problems")
     t0 = time.perf_counter()
-    data = asyncio.run(calibrate(dev_ps, runner, [Budget(n=w) for w in cal_widths or widths], list(strategies),
-                                 probe_samples=probe_samples))
+    data = asyncio.run(calibrate(dev_ps, runner, [Budget(n=w) for w in cal_widths or widths],
+                                 list(strategies) + list(adaptive), probe_samples=probe_samples))
     table_path = table_path or Path(tempfile.mkdtemp(prefix="ponder-auto-")) / "table.yaml"
     import yaml
 
@@ -180,6 +184,12 @@ def auto_vs_fixed(engine: str = "sim", dev: str = "arith:150:seed=11", test: str
             if s == "best_of_n" and w == max(widths):
                 bo64 = res
         log(f"  {s}: " + ", ".join(f"n={p['n']} {p['accuracy']:.3f}@{p['cost']:.0f}" for p in fixed[s]))
+    adaptive_rows = []
+    for spec in adaptive:  # adaptive best-of-N alone, capped at the widest width
+        name, own = candidate(spec)
+        res = asyncio.run(_results(runner, test_ps, name, f"n={max(widths)}", own))
+        adaptive_rows.append({"candidate": spec, "n": max(widths), **_summary(list(res.values()))})
+        log(f"  {spec} n={max(widths)}: {adaptive_rows[-1]['accuracy']:.3f}@{adaptive_rows[-1]['cost']:.0f}")
     fixed_s = round(time.perf_counter() - t0, 1)
     uniform = next(p for p in fixed["best_of_n"] if p["n"] == max(widths))
 
@@ -212,7 +222,8 @@ def auto_vs_fixed(engine: str = "sim", dev: str = "arith:150:seed=11", test: str
         a = {"fraction": f, "budget": budget, **_summary(res)}
         picks: dict[str, int] = {}
         for r in res:
-            k = f"{r.meta.get('difficulty')}:{r.meta.get('auto_strategy')}@{r.meta.get('auto_n')}"
+            own = ",".join(f"{k}={v}" for k, v in sorted((r.meta.get("auto_params") or {}).items()))
+            k = f"{r.meta.get('difficulty')}:{r.meta.get('auto_strategy')}{':' + own if own else ''}@{r.meta.get('auto_n')}"
             picks[k] = picks.get(k, 0) + 1
         a["picks"] = dict(sorted(picks.items()))
         best_point = max((p["accuracy"], s, p["n"]) for s, c in fixed.items() for p in c if p["cost"] <= a["cost"]) \
@@ -226,6 +237,8 @@ def auto_vs_fixed(engine: str = "sim", dev: str = "arith:150:seed=11", test: str
         a["beats_fixed"] = None if not interp and best_point is None else (
             all(a["accuracy"] >= v - 1e-9 for v in interp.values())
             and (best_point is None or a["accuracy"] >= best_point[0]))
+        within = [r for r in adaptive_rows if r["cost"] <= a["cost"]]
+        a["best_adaptive_within_cost"] = max(within, key=lambda r: r["accuracy"]) if within else None
         autos.append(a)
         log(f"  auto @ {f:.4f} x ({budget}): accuracy {a['accuracy']:.3f} at {a['cost']:.0f} "
             f"(raw {a['raw_cost']:.0f}); best fixed within cost {a['best_fixed_within_cost']}; "
@@ -249,6 +262,7 @@ def auto_vs_fixed(engine: str = "sim", dev: str = "arith:150:seed=11", test: str
         "test_bins_raw_score": raw_bins,
         "uniform": uniform,
         "fixed": fixed,
+        "adaptive": adaptive_rows,
         "auto": autos,
         "auto_reaching_bar": best,
         "cost_ratio": round(best["cost"] / uniform["cost"], 4) if best else None,
@@ -307,6 +321,11 @@ def plot(res: dict[str, Any], path: Path) -> None:
     for s, c in res["fixed"].items():
         ax.plot([p["cost"] for p in c], [p["accuracy"] for p in c], "o-", label=f"{s} (n={c[0]['n']}..{c[-1]['n']})",
                 alpha=0.8)
+    ad = res.get("adaptive") or []
+    if ad:
+        ax.plot([p["cost"] for p in ad], [p["accuracy"] for p in ad], "s--", color="tab:olive",
+                label="adaptive best_of_n (n<=%d, confidence %s)" % (
+                    ad[0]["n"], "/".join(r["candidate"].split("=")[-1] for r in ad)), alpha=0.8)
     a = res["auto"]
     ax.plot([p["cost"] for p in a], [p["accuracy"] for p in a], "k*-", ms=11, lw=2, label="auto (calibrated)")
     u = res["uniform"]
@@ -365,6 +384,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--widths", default=",".join(map(str, WIDTHS)), help="fixed strategies' widths on the test set")
     ap.add_argument("--cal-widths", default=None, help="widths calibrate measures (default: --widths)")
     ap.add_argument("--strategies", default=",".join(STRATEGIES))
+    ap.add_argument("--adaptive", default=";".join(ADAPTIVE),
+                    help="extra calibrate candidates, ';'-separated (name:key=value,...); '' for none")
     ap.add_argument("--fractions", default=",".join(f"{f:g}" for f in JOB_FRACTIONS))
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--probe-samples", type=int, default=4)
@@ -388,6 +409,7 @@ def main(argv: list[str] | None = None) -> None:
                         fractions=tuple(float(f) for f in args.fractions.split(",")), concurrency=args.concurrency,
                         probe_samples=args.probe_samples, auto_concurrency=args.auto_concurrency,
                         strategies=tuple(args.strategies.split(",")), fixed_from=args.fixed_from,
+                        adaptive=tuple(a for a in args.adaptive.split(";") if a),
                         cal_widths=tuple(int(w) for w in args.cal_widths.split(",")) if args.cal_widths else None,
                         table_path=out.with_name(out.stem + "-table.yaml"))
     res["bench_s"] = round(time.perf_counter() - t0, 1)

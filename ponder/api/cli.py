@@ -647,10 +647,21 @@ def format_solution(result: SearchResult, budget: Budget, problem: Problem) -> s
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """Learn the allocation table (difficulty bin x budget -> strategy) on a labelled dev set."""
+    from ponder.scheduler.calibrate import candidate, check_candidates
+
     config = load_config(args)
-    strategies = resolve_strategies(args.strategy or list(CALIBRATE_STRATEGIES), config)
+    specs = list(dict.fromkeys(args.strategy or list(CALIBRATE_STRATEGIES)))
+    try:
+        names = [candidate(s)[0] for s in specs]
+    except ValueError as e:
+        raise CliError(_one_line(e), USAGE) from None
+    strategies = resolve_strategies(names, config)
     budgets = resolve_budgets(args.budget, config)
     params = strategy_params(strategies, budgets, config)  # --set search.params.* apply, and go into the table
+    try:
+        check_candidates(specs, budgets, params)
+    except ValueError as e:
+        raise CliError(_one_line(e), USAGE) from None
     out = Path(args.out)
     check_writable(out, "table file")
     problems = load_problems(args.dataset, args.limit)
@@ -665,7 +676,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         raise CliError(_one_line(e), USAGE) from None
     runner = make_runner(config)
     try:
-        table = asyncio.run(calibrate(problems, runner, budgets, [s.name for s in strategies],
+        table = asyncio.run(calibrate(problems, runner, budgets, specs,
                                       probe_samples=config.scheduler.probe_samples, base=base, params=params))
     except KeyboardInterrupt:
         _interrupted("ponder: interrupted; no table written")
@@ -881,7 +892,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("calibrate", help="learn the allocation table for strategy auto on a labelled dev set")
     p.add_argument("--dataset", required=True, metavar="PATH|arith:N|hf:NAME")
-    p.add_argument("--strategy", action="append", metavar="NAME", help="a candidate strategy (repeatable)")
+    p.add_argument("--strategy", action="append", metavar="NAME[:KEY=VALUE,...]",
+                   help="a candidate strategy, optionally with its own parameters, e.g. best_of_n:confidence=0.9 (repeatable)")
     p.add_argument("--budget", action="append", metavar="TOKENS|n=N", help="a budget to calibrate (repeatable)")
     p.add_argument("--out", required=True, metavar="TABLE.yaml")
     p.add_argument("--limit", type=_positive_int, metavar="K", help="only the first K problems")

@@ -25,7 +25,7 @@ import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -88,18 +88,20 @@ class Point:
     accuracy: float
     cost: float
     params: tuple[tuple[str, Any], ...] = ()
+    peak: float = 0.0  # the most one dev problem spent at this point (0: not measured)
 
     def entry(self) -> Entry:
         return Entry(self.strategy, {**dict(self.params), "n": self.n})
 
     def to_dict(self) -> dict[str, Any]:
         return {"strategy": self.strategy, "n": self.n, "accuracy": round(self.accuracy, 4),
-                "cost": round(self.cost, 1), **({"params": dict(self.params)} if self.params else {})}
+                "cost": round(self.cost, 1), **({"peak": round(self.peak, 1)} if self.peak else {}),
+                **({"params": dict(self.params)} if self.params else {})}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Point:
         return cls(str(d["strategy"]), int(d["n"]), float(d["accuracy"]), float(d["cost"]),
-                   tuple(sorted((d.get("params") or {}).items())))
+                   tuple(sorted((d.get("params") or {}).items())), float(d.get("peak") or 0.0))
 
 
 def pareto(points: list[Point]) -> list[Point]:
@@ -187,6 +189,12 @@ def optimise(curves: dict[str, list[Point]], mix: dict[str, float], budget: floa
     return plan
 
 
+class Choice(NamedTuple):
+    entry: Entry
+    share: float  # the spend the ledger holds for the query, x its fair share
+    cap: float  # its limit, x its fair share
+
+
 @dataclass
 class AllocationTable:
     bins: dict[str, BinPolicy]
@@ -196,7 +204,7 @@ class AllocationTable:
     mix: dict[str, float] = field(default_factory=dict)  # dev share of problems per bin
     curves: dict[str, list[Point]] = field(default_factory=dict)
     probe_cost_per_sample: float = 0.0  # dev mean: turns a width budget n=N into cost N x this
-    headroom: float = 2.0  # grant = headroom x the chosen point's mean cost (refunded if unspent)
+    headroom: float = 2.0  # limit >= headroom x the chosen point's mean cost (what it does not spend goes back)
 
     def bin_of(self, score: float, consensus: float | None = None) -> str:
         """The bin of a probe: by the calibrated estimate when the table has a map (features raw
@@ -230,17 +238,21 @@ class AllocationTable:
             return budget.n * self.probe_cost_per_sample if self.probe_cost_per_sample > 0 else None
         return None if math.isinf(budget.tokens) else budget.tokens
 
-    def choose(self, bin_name: str, budget: Budget | None = None, u: float = 0.0) -> tuple[Entry, float]:
-        """(entry, share) for a query of `bin_name` under `budget`. Optimised tables: the plan's
-        point for the bin (`u`, the query's uniform draw, picks between a split bin's two), with
-        width n in its params and share = headroom x its cost / budget (the weight on the
-        query's fair share of the ledger)."""
+    def choose(self, bin_name: str, budget: Budget | None = None, u: float = 0.0) -> Choice:
+        """What a query of `bin_name` under `budget` runs, and the grant it asks for, as weights
+        on its fair share of the ledger. Optimised tables: the plan's point for the bin (`u`, the
+        query's uniform draw, picks between a split bin's two) with width n in its params; the
+        share its mean cost / budget (what the ledger holds for it) and the cap the larger of
+        headroom x that and its dev peak / budget (its limit: an adaptive search's spend varies
+        by query, and cutting the dear ones short loses the answers the plan paid for)."""
         cost = self.budget_cost(budget)
         if self.optimised and cost is not None and self.curves.get(bin_name):
             point = self.plan(max(cost, 0.0)).point(bin_name, u)  # nothing left: the cheapest point
-            return point.entry(), self.headroom * point.cost / cost if cost > 0 else 1.0
+            if cost <= 0:
+                return Choice(point.entry(), 1.0, 1.0)
+            return Choice(point.entry(), point.cost / cost, max(self.headroom * point.cost, point.peak) / cost)
         policy = self.bins[bin_name]
-        return policy.choose(budget), policy.share
+        return Choice(policy.choose(budget), policy.share, policy.share)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"thresholds": dict(self.thresholds), "bins": {}}

@@ -4,7 +4,8 @@
     bin    <- easy | medium | hard from the calibrated pass@1  (the table's difficulty map)
     entry  <- the compute-optimal plan's point for the bin at this budget, or table[bin]
               for a table without curves                       (allocation.AllocationTable)
-    grant  <- share x fair share, through ctx.regrant          (when the runner gave an account)
+    grant  <- expected spend share x fair share, limit cap x it, through ctx.regrant
+                                                               (when the runner gave an account)
     result <- entry.strategy, starting from the probe's samples (replay.ReplayContext)
 
 What the search does not spend of its grant (an early stop, a cheap point) goes back to the
@@ -56,8 +57,8 @@ async def auto(problem: Problem, ctx: SearchContext, cfg: AutoConfig) -> SearchR
     if cfg.strategy is not None:  # forced (calibrate measures each point): the grant it was given
         entry, share, grant = Entry(cfg.strategy, dict(cfg.strategy_params or {})), 1.0, None
     else:
-        entry, share = table.choose(bin_name, budget, _draw(problem.id))
-        grant = ctx.regrant(share)  # through the door: the runtime owns the job's ledger
+        entry, share, cap = table.choose(bin_name, budget, _draw(problem.id))
+        grant = ctx.regrant(share, cap)  # through the door: the runtime owns the job's ledger
     strat = registry.get(entry.strategy)
     if strat.name == "auto":
         raise ValueError("the allocation table cannot choose 'auto' itself")
@@ -77,6 +78,7 @@ async def auto(problem: Problem, ctx: SearchContext, cfg: AutoConfig) -> SearchR
         {
             "auto_strategy": strat.name,
             "auto_n": getattr(inner_cfg, "n", None),
+            "auto_params": params,
             "difficulty": bin_name,
             "probe_score": pr.score,
             "probe_consensus": pr.consensus,

@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+import yaml
+
 from ponder.config import Budget
 from ponder.scheduler.allocation import (
     AllocationTable,
@@ -29,8 +31,37 @@ from ponder.scheduler.allocation import (
     budget_size,
 )
 from ponder.scheduler.difficulty import BINS, DifficultyMap, difficulty_bin, pav
+from ponder.search import registry
 from ponder.search.types import Problem, SearchResult
 from ponder.tasks.grading import grade
+
+
+def candidate(spec: str) -> tuple[str, dict[str, Any]]:
+    """A candidate's strategy and its own parameters: `name` or `name:key=value,key=value`
+    (`best_of_n:confidence=0.9` is adaptive best-of-N beside plain `best_of_n`). Values are
+    read as YAML scalars. Raises ValueError on a malformed spec."""
+    name, _, rest = spec.partition(":")
+    params: dict[str, Any] = {}
+    for item in filter(None, (x.strip() for x in rest.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(f"candidate {spec!r}: expected name:key=value[,key=value]")
+        params[key.strip()] = yaml.safe_load(value)
+    if not name.strip():
+        raise ValueError(f"candidate {spec!r} names no strategy")
+    return name.strip(), params
+
+
+def check_candidates(specs: list[str], budgets: list[Budget], params: dict[str, dict[str, Any]] | None = None) -> None:
+    """Every candidate builds its config at every budget (fail before a long run, not in it)."""
+    for spec in specs:
+        name, own = candidate(spec)
+        strat = registry.get(name)
+        for b in budgets:
+            try:
+                strat.make_config({**((params or {}).get(name) or {}), **own}, n=b.n)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"candidate {spec} at {b.label()}: {e}") from None
 
 
 async def _collect(runner: Any, problems: list[Problem], strategy: str, budget: str | Budget, params=None):
@@ -63,16 +94,19 @@ async def calibrate(
     points; token budgets only the `by_budget` entries. A bin's curve accuracies are shrunk
     towards the whole dev set's at the same point by `shrink` pseudo-problems (small bins are
     noisy; the optimiser would chase their noise)."""
-    params = params or {}
     if not problems or not budgets or not strategies:
         raise ValueError("calibrate needs problems, budgets and strategies")
+    check_candidates(strategies, budgets, params)
+    # Per candidate spec: its strategy and its parameters (the strategy's, then its own).
+    params = {spec: {**((params or {}).get(candidate(spec)[0]) or {}), **candidate(spec)[1]} for spec in strategies}
+    names = {spec: candidate(spec)[0] for spec in strategies}
     base = base or AllocationTable.load()
     probes = await _collect(runner, problems, "probe", Budget(n=probe_samples))
 
     runs: dict[tuple[str, str], dict[str, SearchResult]] = {}
     for budget in budgets:
         for strategy in strategies:
-            forced = {"strategy": strategy, "strategy_params": dict(params.get(strategy) or {}),
+            forced = {"strategy": names[strategy], "strategy_params": dict(params.get(strategy) or {}),
                       "probe_samples": probe_samples}
             runs[strategy, budget.label()] = await _collect(runner, problems, "auto", budget, forced)
 
@@ -94,16 +128,17 @@ async def calibrate(
     bin_of = {pid: difficulty_bin(e, base.thresholds) for pid, e in est.items()}
     probe_cost = {pid: r.compute.cost for pid, r in probes.items()}
 
-    # stats[bin][budget][strategy] = [correct, problems, cost, raw_cost]
+    # stats[bin][budget][strategy] = [correct, problems, cost, raw_cost, peak cost]
     stats: dict[str, dict[str, dict[str, list[float]]]] = defaultdict(lambda: defaultdict(dict))
     for (strategy, label), results in runs.items():
         for p in problems:
             r = results[p.id]
-            s = stats[bin_of[p.id]][label].setdefault(strategy, [0, 0, 0.0, 0.0])
+            s = stats[bin_of[p.id]][label].setdefault(strategy, [0, 0, 0.0, 0.0, 0.0])
             s[0] += bool(r.correct)
             s[1] += 1
             s[2] += r.compute.cost
             s[3] += r.compute.raw_cost
+            s[4] = max(s[4], r.compute.cost)
 
     overall = {(label, s): sum(bool(r.correct) for r in res.values()) / len(res) for (s, label), res in runs.items()}
     bins: dict[str, BinPolicy] = {}
@@ -115,10 +150,10 @@ async def calibrate(
         by_budget = []
         for label, per in stats[name].items():
             winner = max(per, key=lambda s: (per[s][0] / per[s][1], -per[s][2]))
-            by_budget.append(Entry(winner, dict(params.get(winner) or {}), label))
+            by_budget.append(Entry(names[winner], dict(params.get(winner) or {}), label))
         largest = max(by_budget, key=lambda e: budget_size(Budget.parse(e.budget)))
         bins[name] = BinPolicy(base.bins[name].share, Entry(largest.strategy, dict(largest.params)), by_budget)
-        curves[name] = _curves(stats[name], overall, shrink, params)
+        curves[name] = _curves(stats[name], overall, shrink, params, names)
     counts = {name: sum(1 for b in bin_of.values() if b == name) for name in BINS}
     table = AllocationTable(
         bins, dict(base.thresholds), "calibrate", dmap,
@@ -149,7 +184,7 @@ async def calibrate(
 
 
 def _curves(per_budget: dict[str, dict[str, list[float]]], overall: dict[tuple[str, str], float], shrink: float,
-            params: dict[str, dict[str, Any]]) -> list[Point]:
+            params: dict[str, dict[str, Any]], names: dict[str, str]) -> list[Point]:
     """A bin's curve points: per strategy, accuracy by width shrunk towards the whole dev set's
     and then made non-decreasing in width (an isotonic fit, weighted by problems: more width
     should not hurt in expectation, and a dip at one width of a small bin is noise)."""
@@ -164,7 +199,7 @@ def _curves(per_budget: dict[str, dict[str, list[float]]], overall: dict[tuple[s
         fitted = [ys[max(i for i, x in enumerate(xs) if x <= n + 1e-9)] if any(x <= n + 1e-9 for x in xs) else ys[0]
                   for n, _, _ in rows]
         for (n, _, v), a in zip(rows, fitted):
-            out.append(Point(s, n, a, v[2] / v[1], tuple(sorted((params.get(s) or {}).items()))))
+            out.append(Point(names[s], n, a, v[2] / v[1], tuple(sorted((params.get(s) or {}).items())), v[4]))
     return out
 
 

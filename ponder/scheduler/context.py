@@ -74,11 +74,10 @@ class EngineContext(SearchContext):
     def should_stop(self) -> bool:
         return self.cancelled or self.unaffordable or self.stopped is not None or self.budget <= 0
 
-    def regrant(self, weight: float) -> float | None:
+    def regrant(self, weight: float, cap: float | None = None) -> float | None:
         if self.account is None:
             return None
-        self.account.regrant_weighted(weight)
-        return self.account.granted
+        return self.account.regrant_weighted(weight, cap)
 
     def stop(self, reason: str) -> None:
         """End the search at its next expansion: it returns the best it has (a deadline)."""

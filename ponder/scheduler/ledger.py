@@ -10,6 +10,12 @@ estimate's error; any overspend is taken from the pool, so later grants shrink.
 Redistribution: each query's fair share is what is free divided by the queries not yet opened,
 so what an easy query does not use (a small bin weight, an early stop) raises the share of every
 query after it, and a hard query's larger weight draws on it.
+
+Expected spend and limit: a regrant may hold a query's expected spend in the pool (what fair
+shares see) and let its limit go higher, for a search whose spend varies from query to query
+(adaptive best-of-N stops at 4 samples or at 64). The limit's excess over the expected spend is
+room no other grant can use while the query runs, so committed spend plus every open excess
+stays within the total: the job's spend cannot pass its budget by more than a first expansion.
 """
 
 from __future__ import annotations
@@ -29,8 +35,9 @@ class Account:
 
     qid: str
     ledger: TokenLedger
-    granted: float
+    granted: float  # the limit the search runs under
     base: float  # the fair share when the query opened; bin weights scale it
+    expected: float = -1.0  # what the pool holds for it while open (below 0: the grant)
     spent: float = 0.0
     closed: bool = False
     ctx: Any = None
@@ -45,14 +52,18 @@ class Account:
         ctx.account = self  # `ctx.regrant` (the door) moves the grant through this account
 
     def spend(self, cost: float) -> None:
-        before = self.committed
+        before, extra = self.committed, self.excess
         self.spent += cost
         self.ledger.spent += cost
         self.ledger._committed += self.committed - before
+        self.ledger._excess += self.excess - extra
 
-    def regrant_weighted(self, weight: float) -> float:
-        """Set the grant to `weight` x the fair share at opening (within what is free)."""
-        return self.ledger.regrant(self, self.base * weight)
+    def regrant_weighted(self, weight: float, cap: float | None = None) -> float:
+        """Set the expected spend to `weight` x the fair share at opening and the limit to
+        `cap` x it (default: the same), within what is free; returns the limit."""
+        if cap is None:
+            return self.ledger.regrant(self, self.base * weight)
+        return self.ledger.regrant(self, self.base * cap, self.base * weight)
 
     @property
     def left(self) -> float:
@@ -60,8 +71,13 @@ class Account:
 
     @property
     def committed(self) -> float:
-        # An open account holds its grant (or its spend, if it overspent).
-        return self.spent if self.closed else max(self.granted, self.spent)
+        # An open account holds its expected spend (or its spend, if it spent more).
+        return self.spent if self.closed else max(self.granted if self.expected < 0 else self.expected, self.spent)
+
+    @property
+    def excess(self) -> float:
+        """The limit's room above what the pool holds for it (0 when closed)."""
+        return 0.0 if self.closed else max(0.0, self.granted - self.committed)
 
 
 class TokenLedger:
@@ -78,6 +94,7 @@ class TokenLedger:
         self.accounts: dict[str, Account] = {}
         # Running totals, kept by every operation, so each one is O(1) at 10^5 queries.
         self._committed = 0.0
+        self._excess = 0.0  # open accounts' limits above their expected spend
         self._open = 0
 
     @property
@@ -107,16 +124,22 @@ class TokenLedger:
         self._open += 1
         return acct
 
-    def regrant(self, acct: Account, amount: float) -> float:
-        """Change an open account's grant to `amount`, taking more only from what is free and
-        never going below what it has spent. The attached context sees the new limit at once."""
+    def regrant(self, acct: Account, amount: float, expected: float | None = None) -> float:
+        """Change an open account's limit to `amount` and what the pool holds for it to
+        `expected` (default: the limit), taking more only from what is free (the limit's excess
+        only from what no other open limit claims) and never going below what it has spent. The
+        attached context sees the new limit at once; returns it."""
         if acct.closed:
             raise LedgerError(f"query {acct.qid!r} is closed")
         spare = self.free * (1 - self.reserve) if self.unopened else self.free
-        most = acct.granted + spare
-        before = acct.committed
-        acct.granted = max(acct.spent, min(amount, most))
+        before, extra = acct.committed, acct.excess
+        want = amount if expected is None else min(expected, amount)
+        acct.expected = max(acct.spent, min(want, acct.committed + spare))
         self._committed += acct.committed - before
+        room = max(0.0, self.total - self.committed - (self._excess - extra))
+        room *= (1 - self.reserve) if self.unopened else 1.0  # the same reserve for queries to come
+        acct.granted = max(acct.expected, min(amount, acct.expected + room)) if expected is not None else acct.expected
+        self._excess += acct.excess - extra
         acct.history.append(("regrant", acct.granted))
         if acct.ctx is not None:
             acct.ctx.limit = acct.granted
@@ -126,10 +149,11 @@ class TokenLedger:
         """The search finished: what it did not spend goes back to the pool (returned)."""
         if acct.closed:
             return 0.0
-        refund = acct.granted - acct.spent
-        before = acct.committed
+        refund = acct.committed - acct.spent  # what the pool held for it and gets back
+        before, extra = acct.committed, acct.excess
         acct.closed = True
         self._committed += acct.committed - before
+        self._excess -= extra
         self._open -= 1
         if refund > 0:
             self.refunded += refund
@@ -142,6 +166,7 @@ class TokenLedger:
             "spent": self.spent,
             "committed": self.committed,
             "free": self.free,
+            "excess": self._excess,
             "refunded": self.refunded,
             "queries": len(self.accounts),
             "open": self._open,

@@ -85,6 +85,44 @@ def vote_counts(candidates: Sequence[Candidate]) -> dict[str, int]:
     return out
 
 
+def lead_probability(candidates: Sequence[Candidate], how: str = "prm_vote") -> float:
+    """How sure the vote's leader is to stay the leader: adaptive consistency's stopping rule
+    (Aggarwal et al. 2023), P(theta > 1/2) for theta ~ Beta(1 + v1, 1 + v2), where v1 >= v2 are
+    the two largest answers' votes. Under `prm_vote` the votes are the answers' shares of the
+    PRM weight scaled to the answered samples (the PRM splits the evidence, the sample count
+    sizes it); under `majority` and `prm_max` they are plain counts. 0 without an answer."""
+    answered = [c for c in candidates if c.answer is not None]
+    if not answered:
+        return 0.0
+    count: dict[str, float] = {}
+    weight: dict[str, float] = {}
+    for c in answered:
+        k = canonical(c.answer)
+        count[k] = count.get(k, 0) + 1  # type: ignore[index]
+        weight[k] = weight.get(k, 0.0) + max(c.score, 0.0)  # type: ignore[index]
+    total = sum(weight.values())
+    if how == "prm_vote" and total > 0:
+        votes = sorted((len(answered) * w / total for w in weight.values()), reverse=True)
+    else:
+        votes = sorted(count.values(), reverse=True)
+    return beta_tail(1.0 + votes[0], 1.0 + (votes[1] if len(votes) > 1 else 0.0))
+
+
+def beta_tail(a: float, b: float, steps: int = 256) -> float:
+    """P(theta > 1/2) for theta ~ Beta(a, b), a, b >= 1 (Simpson's rule on [1/2, 1])."""
+    log_norm = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+
+    def density(x: float) -> float:
+        if x >= 1.0:
+            return math.exp(log_norm) if b == 1.0 else 0.0
+        return math.exp(log_norm + (a - 1) * math.log(x) + (b - 1) * math.log1p(-x))
+
+    h = 0.5 / steps
+    total = density(0.5) + density(1.0)
+    total += sum((4 if i % 2 else 2) * density(0.5 + i * h) for i in range(1, steps))
+    return min(1.0, max(0.0, total * h / 3))
+
+
 def check_choice(field: str, value: str, known: Sequence[str]) -> None:
     if value not in known:
         raise ValueError(f"{field} must be one of {', '.join(known)}, got {value!r}")

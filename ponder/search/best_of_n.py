@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ponder.search.aggregate import check_positive, check_scoring, conclude, vote_counts
+from ponder.search.aggregate import aggregate, check_positive, check_scoring, conclude, lead_probability, vote_counts
 from ponder.search.context import SearchContext
 from ponder.search.registry import register
 from ponder.search.types import Candidate, Node, Problem, SearchResult
@@ -43,10 +43,15 @@ class BestOfNConfig:
     aggregation: str = "last"
     round_size: int = 4  # samples per round under a token cap
     temperature: float | None = None  # None: the context's sampling temperature
+    # Adaptive best-of-N: sample in rounds of `round_size` and stop once the vote's leader is
+    # this likely to stay ahead (aggregate.lead_probability); n is then the cap. None: all n.
+    confidence: float | None = None
 
     def validate(self) -> None:
         check_positive("n", self.n, allow_none=True)
         check_positive("round_size", self.round_size)
+        if self.confidence is not None and not 0.5 <= self.confidence < 1:
+            raise ValueError(f"confidence must be in [0.5, 1), got {self.confidence!r}")
         check_scoring(self.aggregation, self.selection)
         if self.temperature is not None and self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature!r}")
@@ -62,7 +67,7 @@ async def best_of_n(problem: Problem, ctx: SearchContext, cfg: BestOfNConfig) ->
         # Under a token cap, sample in rounds: the context refuses a round the rest cannot pay for,
         # so little is left unspent.
         k = width - len(samples) if width is not None else cfg.round_size
-        if not math.isinf(ctx.budget):
+        if not math.isinf(ctx.budget) or cfg.confidence is not None:
             k = min(k, cfg.round_size)
         [new] = await ctx.expand([root], k, temperature=cfg.temperature, to_end=True)
         if not new:  # budget spent
@@ -71,4 +76,9 @@ async def best_of_n(problem: Problem, ctx: SearchContext, cfg: BestOfNConfig) ->
         samples.extend(new)
         votes = vote_counts([Candidate.from_node(s, 0.0) for s in samples if s.terminal])
         trace.append({"round": len(trace), "samples": len(samples), "answers": len(votes), "cost": ctx.spent.cost})
+        if cfg.confidence is not None:
+            cands = [Candidate.from_node(s, aggregate(s.rewards, cfg.aggregation)) for s in samples if s.terminal]
+            trace[-1]["lead"] = round(lead := lead_probability(cands, cfg.selection), 4)
+            if lead >= cfg.confidence:
+                break
     return await conclude(ctx, "best_of_n", samples, aggregation=cfg.aggregation, selection=cfg.selection, trace=trace)

@@ -59,9 +59,10 @@ class SearchContext(ABC):
     def should_stop(self) -> bool:
         """True when the budget is spent or the scheduler asks this search to end early."""
 
-    def regrant(self, weight: float) -> float | None:
+    def regrant(self, weight: float, cap: float | None = None) -> float | None:
         """Ask the runtime for `weight` x this search's fair share of a shared budget (a job's
-        ledger) as its grant; returns the new grant, or None when no shared budget applies."""
+        ledger) as the spend it expects, and `cap` x it (default: `weight`) as its limit;
+        returns the new limit, or None when no shared budget applies."""
         return None
 
     # Shared helpers every algorithm uses to build its result.

@@ -132,17 +132,19 @@ async def test_auto_grant_goes_through_the_door_and_follows_the_plan(tmp_path):
     asked = []
 
     ctx = make_ctx(p, FakePolicy(p_correct=0.1), FakePRM(lo=0.02), limit=1000)
-    ctx.regrant = lambda w: asked.append(w) or 1000 * w  # the door: record, grant what is asked
+    ctx.regrant = lambda w, cap=None: asked.append((w, cap)) or 1000 * cap  # the door: record, grant the cap
     res = await strat.fn(p, ctx, strat.make_config({"table": str(path)}))
     assert res.meta["difficulty"] in ("hard", "medium", "easy") and asked
     if res.meta["difficulty"] == "hard":
         assert res.meta["auto_strategy"] in ("best_of_n", "beam_search")
     ctx = make_ctx(p, FakePolicy(p_correct=1.0), limit=1000)
     asked.clear()
-    ctx.regrant = lambda w: asked.append(w) or 1000 * w
+    ctx.regrant = lambda w, cap=None: asked.append((w, cap)) or 1000 * cap
     res = await strat.fn(p, ctx, strat.make_config({"table": str(path)}))
     assert res.meta["difficulty"] == "easy" and res.meta["auto_strategy"] == "best_of_n" and res.meta["auto_n"] == 4
-    assert asked == [pytest.approx(2.0 * 400 / 1000)] and res.meta["grant"] == pytest.approx(800)
+    # expected spend: the point's cost; limit: headroom x it (the table has no peak)
+    assert asked == [(pytest.approx(400 / 1000), pytest.approx(2.0 * 400 / 1000))]
+    assert res.meta["grant"] == pytest.approx(800)
     assert res.meta["estimate"] == pytest.approx(1.0) and res.meta["probe_consensus"] == 1.0
 
 

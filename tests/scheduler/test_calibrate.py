@@ -45,7 +45,7 @@ async def test_winners_are_the_measured_best_and_the_table_loads():
         assert {(p.strategy, p.n) for p in pts} == {(s, n) for s in ("best_of_n", "beam_search") for n in (4, 16)}
         assert cal["bins"][name] > 0
     # Under a budget the table's choice is the plan's point, with its width.
-    entry, share = table.choose(next(iter(table.curves)), Budget(tokens=10_000))
+    entry, share, cap = table.choose(next(iter(table.curves)), Budget(tokens=10_000))
     assert entry.params["n"] in (4, 16) and share > 0
 
 
@@ -168,6 +168,49 @@ def test_allocation_picks_the_best_curve_points_under_the_budget():
     # Through the table: width and share (headroom x cost / budget) come with the entry.
     t = AllocationTable.from_dict({**AllocationTable.load().to_dict(), "mix": mix, "headroom": 1.5,
                                    "curves": {b: [q.to_dict() for q in pts] for b, pts in curves.items()}})
-    entry, share = t.choose("hard", Budget(tokens=250))
-    assert entry.strategy == "beam_search" and entry.params["n"] == 16 and share == pytest.approx(1.5 * 400 / 250)
+    entry, share, cap = t.choose("hard", Budget(tokens=250))
+    assert entry.strategy == "beam_search" and entry.params["n"] == 16 and share == pytest.approx(400 / 250)
+    assert cap == pytest.approx(1.5 * 400 / 250)  # no peak measured: headroom x the mean
     assert t.choose("medium", Budget(tokens=250))[0].strategy == t.bins["medium"].default.strategy  # no curve
+
+
+async def test_a_candidate_can_carry_its_own_parameters():
+    """`best_of_n:confidence=0.9` is measured beside plain `best_of_n`: two curves with their
+    parameters, the adaptive one cheaper, and auto runs the chosen point with them."""
+    from ponder.scheduler.calibrate import candidate
+
+    assert candidate("best_of_n:confidence=0.9,round_size=2") == ("best_of_n", {"confidence": 0.9, "round_size": 2})
+    assert candidate("beam_search") == ("beam_search", {})
+    for bad in ("best_of_n:confidence", ":x=1"):
+        with pytest.raises(ValueError):
+            candidate(bad)
+    cfg = PonderConfig.from_dict({"cluster": {"address": "inprocess"}})
+    runner = Runner(FakePolicy(p_correct=0.8), FakePRM(noise=0.1), cfg)
+    ps = problems(8, level=1, seed=7)
+    with pytest.raises(ValueError, match="confidence"):
+        await calibrate(ps, runner, [Budget(n=16)], ["best_of_n:confidence=2"])
+    out = await calibrate(ps, runner, [Budget(n=16)], ["best_of_n", "best_of_n:confidence=0.9"], probe_samples=2)
+    table = AllocationTable.from_dict(out)
+    for pts in table.curves.values():
+        plain = next(p for p in pts if not p.params)
+        adaptive = next(p for p in pts if dict(p.params) == {"confidence": 0.9})
+        assert plain.strategy == adaptive.strategy == "best_of_n" and adaptive.cost < plain.cost
+    path = _write(table)
+    res = {p.id: r async for p, r in runner.run(ps, "auto", "200", {"table": str(path), "probe_samples": 2})}
+    assert all(r.meta["auto_params"] in ({}, {"confidence": 0.9}) for r in res.values())
+
+
+def _write(table: AllocationTable):
+    import tempfile
+    from pathlib import Path
+
+    path = Path(tempfile.mkdtemp()) / "t.yaml"
+    table.save(path)
+    return path
+
+
+def test_calibrate_cli_refuses_a_malformed_candidate(capsys):
+    argv = ["calibrate", "--dataset", "arith:4", "--strategy", "best_of_n:confidence", "--config", "configs/sim.yaml",
+            "--out", "/tmp/never-written.yaml"]
+    assert cli.main(argv) != 0
+    assert "expected name:key=value" in capsys.readouterr().err

@@ -74,3 +74,23 @@ def test_raised_grants_leave_a_reserve_for_queries_to_come():
     a = ledger.open("a")  # 250; 750 free for 3 more
     assert a.regrant_weighted(4.0) == 250 + 375  # may take only half of what is free
     assert ledger.free == 375
+
+
+def test_expected_spend_is_held_and_the_limit_above_it_stays_within_the_total():
+    """regrant(limit, expected): fair shares see the expected spend; the limit's excess comes
+    only from room no other open limit claims, so spend cannot pass the total."""
+    ledger = TokenLedger(1000, queries=4, reserve=0.0)
+    a = ledger.open("a")  # 250
+    ctx = Ctx()
+    a.attach(ctx)
+    assert ledger.regrant(a, 600, expected=100) == 600 and ctx.limit == 600
+    assert ledger.committed == 100 and ledger.report()["excess"] == 500
+    assert ledger.open("b").granted == pytest.approx(300)  # (1000 - 100) / 3: the excess is not held
+    c = ledger.open("c")  # 300: committed 700, excess 500
+    assert ledger.regrant(c, 900, expected=300) == 300  # no room is left for c's excess
+    a.spend(400)  # a spends past its expected 100: committed grows, excess shrinks
+    assert ledger.committed == 1000 and ledger.report()["excess"] == 200
+    assert ledger.close(a) == 0 and ledger.report()["excess"] == 0
+    assert ledger.committed == 1000 - 0  # 400 spent + b's 300 + c's 300
+    d = ledger.open("d")
+    assert d.granted == 0

@@ -97,3 +97,24 @@ def test_softmax():
     assert sharp[1] > 0.999
     assert softmax([1000.0, 0.0], 1.0)[0] == pytest.approx(1.0)  # no overflow
     assert all(math.isclose(x, 1 / 3) for x in softmax([0.2] * 3, 0.1))
+
+
+def test_lead_probability_is_the_beta_tail_of_the_two_leading_votes():
+    from ponder.search.aggregate import beta_tail, lead_probability
+    from ponder.search.types import Candidate
+
+    def c(answer, score=1.0):
+        return Candidate(steps=["x"], rewards=[score], score=score, answer=answer, tokens=1, terminal=True)
+
+    assert beta_tail(5, 1) == pytest.approx(1 - 0.5**5)  # Beta(5,1): 1 - 0.5^5
+    assert beta_tail(4, 2) == pytest.approx(13 / 16)
+    assert beta_tail(3, 3) == pytest.approx(0.5)
+    assert lead_probability([]) == 0.0
+    assert lead_probability([c("1")] * 4, "majority") == pytest.approx(1 - 0.5**5)
+    assert lead_probability([c("1")] * 3 + [c("2")], "majority") == pytest.approx(13 / 16)
+    # prm_vote: the PRM splits the evidence (here 3:1 by weight over 4 samples, though 2:2 by count)
+    weighted = [c("1", 0.9), c("1", 0.9), c("2", 0.3), c("2", 0.3)]
+    assert lead_probability(weighted, "prm_vote") == pytest.approx(beta_tail(4, 2))
+    assert lead_probability(weighted, "majority") == pytest.approx(0.5)
+    # more samples at the same split: more sure
+    assert lead_probability([c("1")] * 6 + [c("2")] * 2, "majority") > lead_probability([c("1")] * 3 + [c("2")], "majority")

@@ -81,3 +81,27 @@ async def test_no_width_and_no_budget_falls_back_to_default_n():
 def test_bad_config_is_a_clear_error(name, params, msg):
     with pytest.raises(ValueError, match=msg):
         registry.get(name).make_config(params)
+
+
+async def test_adaptive_best_of_n_stops_when_the_leader_is_settled_and_spends_more_where_votes_split():
+    """confidence: rounds of round_size, stopping once the vote's leader is that likely to stay
+    ahead; an easy problem (every sample agrees) stops after one round, a hard one goes on, and
+    the cap n still holds. Stopping never changes what the drawn samples would have selected."""
+    easy, hard = problems(1, level=1, seed=2)[0], problems(1, level=5, seed=2)[0]
+    cfg = BestOfNConfig(n=32, round_size=4, confidence=0.9)
+    sure = await best_of_n(easy, make_ctx(easy, FakePolicy(p_correct=1.0), seed=1), cfg)
+    assert sure.compute.generations == 4 and sure.answer == easy.answer
+    assert sure.trace[-1]["lead"] >= 0.9
+    split = await best_of_n(hard, make_ctx(hard, FakePolicy(p_correct=0.3), seed=1), cfg)
+    assert split.compute.generations > 4 and split.compute.generations <= 32
+    assert all(r["samples"] % 4 == 0 for r in split.trace)
+    assert split.trace[-1]["lead"] >= 0.9 or split.compute.generations == 32
+    assert all(r["lead"] < 0.9 for r in split.trace[:-1])
+    # a stricter stop draws the same rounds, then goes on
+    full = await best_of_n(hard, make_ctx(hard, FakePolicy(p_correct=0.3), seed=1),
+                           BestOfNConfig(n=32, round_size=4, confidence=0.999))
+    assert full.compute.generations >= split.compute.generations
+    head = [c.steps for c in full.candidates[: len(split.candidates)]]
+    assert head == [c.steps for c in split.candidates]
+    with pytest.raises(ValueError, match="confidence"):
+        BestOfNConfig(n=4, confidence=1.0).validate()
