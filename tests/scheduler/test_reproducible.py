@@ -26,7 +26,8 @@ def jittered(engine, method: str, rng: random.Random):
     setattr(engine, method, slow)
 
 
-async def run(strategy: str, budget: str, *, jitter: bool, window_ms: float, max_batch: int, searches: int):
+async def run(strategy: str, budget: str, *, jitter: bool, window_ms: float, max_batch: int, searches: int,
+              params: dict | None = None):
     cfg = PonderConfig.load("configs/sim.yaml", [f"scheduler.batch_window_ms={window_ms}",
                                                   f"scheduler.max_batch={max_batch}",
                                                   f"scheduler.max_concurrent_searches={searches}"])
@@ -36,7 +37,7 @@ async def run(strategy: str, budget: str, *, jitter: bool, window_ms: float, max
         jittered(policy, "generate", rng)
         jittered(reward, "score", rng)
     runner = Runner(policy, reward, cfg)
-    results = {p.id: r async for p, r in runner.run(PROBLEMS, strategy, budget)}
+    results = {p.id: r async for p, r in runner.run(PROBLEMS, strategy, budget, params)}
     return {k: (r.answer, r.trajectory, r.stop_reason, r.compute, [c.score for c in r.candidates])
             for k, r in sorted(results.items())}
 
@@ -48,3 +49,11 @@ async def test_same_results_under_any_latency_and_batching(strategy):
         other = await run(strategy, budget, jitter=True, window_ms=3, max_batch=3, searches=2)
         assert base == other, f"{strategy} at {budget}"
         assert any(r[0] is not None for r in base.values())
+
+
+async def test_adaptive_best_of_n_stops_at_the_same_round_under_any_latency_and_batching():
+    params = {"confidence": 0.9, "round_size": 2}
+    base = await run("best_of_n", "n=16", jitter=False, window_ms=0, max_batch=64, searches=32, params=params)
+    other = await run("best_of_n", "n=16", jitter=True, window_ms=3, max_batch=3, searches=2, params=params)
+    assert base == other
+    assert len({r[3].generations for r in base.values()}) > 1  # it did stop at different rounds
