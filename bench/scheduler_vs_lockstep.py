@@ -74,7 +74,7 @@ class Setup:
     max_batch: int = 64  # the scheduler's batcher: requests per pool call (SchedulerConfig's default)
     device: str = "static"  # a key of DEVICES
     pool_opts: dict[str, Any] = field(default_factory=dict)  # ReplicaPool options (affinity) for ponder's pools
-    policy_max_batch: int = 0  # the policy batcher's max_batch, when it differs from max_batch (0: the same)
+    policy_max_batch: int = 0  # scheduler.policy_max_batch: requests per policy call (0: max_batch)
     admit_order: str = ""  # a key of ADMIT_ORDERS: the order searches are admitted in ("": the job's)
     job_order: str = ""  # a key of JOB_ORDERS: the batchers' order among job work ("": arrival)
     time_scale: float = 1.0  # latencies x this (real clock only: keeps a run short)
@@ -198,9 +198,9 @@ def _engines(pools: tuple[Any, Any]) -> tuple[list[Any], list[Any]]:
 async def scheduler_run(problems: list[Problem], setup: Setup, concurrency: int,
                         trace: dict[str, list] | None = None) -> dict[str, Any]:
     pools = await _pools(setup, trace, setup.pool_opts)
-    runner = Runner(*pools, config(concurrency, setup.max_batch))
-    if setup.policy_max_batch:
-        runner.policy.batcher.max_batch = setup.policy_max_batch
+    cfg = config(concurrency, setup.max_batch)
+    cfg.scheduler.policy_max_batch = setup.policy_max_batch or None  # the config knob, as a user sets it
+    runner = Runner(*pools, cfg)
     if setup.job_order:
         runner.policy.batcher.job_order = runner.reward.batcher.job_order = JOB_ORDERS[setup.job_order]
     loop = asyncio.get_running_loop()
@@ -350,7 +350,9 @@ def _run(coro: Any, setup: Setup, log: Any, label: str) -> Any:
 
 # ponder's configurations: the defaults, and with the longest-first hint (admission and the
 # batchers' order among job work both by problem length).
-PONDER = {"ponder": {}, "ponder_lpt": {"admit_order": "long_prompt", "job_order": "long_prompt"}}
+# "ponder_lpt_pmb8": the same with `scheduler.policy_max_batch` 8 (policy calls of 8 requests).
+PONDER = {"ponder": {}, "ponder_lpt": {"admit_order": "long_prompt", "job_order": "long_prompt"},
+          "ponder_lpt_pmb8": {"admit_order": "long_prompt", "job_order": "long_prompt", "policy_max_batch": 8}}
 # Variants at the largest number in flight, to show what each lever does.
 VARIANTS = {
     "ponder_old_affinity": {"pool_opts": {"affinity_load_factor": 0.0}},  # slack 64 alone (before)

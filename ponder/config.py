@@ -61,6 +61,10 @@ class SearchConfig:
 class SchedulerConfig:
     batch_window_ms: float = 2.0  # how long a batch waits for more requests
     max_batch: int = 64
+    # Requests per policy call, when it should differ from max_batch (None: max_batch). An engine
+    # call returns when its last request is done, so on a continuous-batching engine (vLLM) smaller
+    # policy calls hand each search its samples sooner (bench/README.md: 8 is measured there).
+    policy_max_batch: int | None = None
     max_concurrent_searches: int = 32
     prm_cost_ratio: float = 1.0  # one PRM token costs this many policy tokens
     # A prompt token an engine reused from its prefix cache costs this many computed ones
@@ -77,6 +81,8 @@ class SchedulerConfig:
     def validate(self) -> None:
         _finite("scheduler.batch_window_ms", self.batch_window_ms, 0.0, hi=60_000.0)
         _at_least("scheduler.max_batch", self.max_batch, 1)
+        if self.policy_max_batch is not None:
+            _at_least("scheduler.policy_max_batch", self.policy_max_batch, 1)
         _at_least("scheduler.max_concurrent_searches", self.max_concurrent_searches, 1)
         _finite("scheduler.prm_cost_ratio", self.prm_cost_ratio, 0.0)
         _finite("scheduler.cache_discount", self.cache_discount, 0.0, hi=1.0)

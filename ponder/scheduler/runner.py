@@ -83,7 +83,8 @@ class Runner(SchedulerAPI):
         self.config = config or PonderConfig()
         sc = self.config.scheduler
         window = sc.batch_window_ms / 1000.0
-        self.policy = BatchedPolicy(policy_engine, sc.max_batch, window, self._capacity(policy_engine))
+        self.policy = BatchedPolicy(policy_engine, sc.policy_max_batch or sc.max_batch, window,
+                                    self._capacity(policy_engine))
         self.reward = BatchedReward(reward_engine, sc.max_batch, window, self._capacity(reward_engine))
         self.admission = Admission(AdmissionLimits(**self.config.api.admission()))
         self.started = time.perf_counter()
