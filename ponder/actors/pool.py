@@ -14,7 +14,10 @@ The pool splits each batch into per-replica sub-batches:
 - `scale(n)` adds replicas or drains and removes some, dropping no request;
 - ownership: given a `ReplicaOwner` (ponder/actors/owner.py) the pool creates and kills replicas
   through it, so they outlive the process hosting the pool, and `start` attaches to the ones the
-  owner already has before creating any.
+  owner already has before creating any;
+- shared load: a packed reply carries the work the replica's other callers (other scheduler
+  shards' pools over the same replicas) have there, and routing counts it (for `load_ttl_s`
+  after the reply) beside the pool's own, so every shard routes by the replicas' total load.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import asyncio
 import itertools
 import logging
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -54,6 +58,8 @@ class Member:
     healthy: bool = True
     draining: bool = False
     failures: int = 0
+    others: int = 0  # work other pools (shards) had on this replica at its last packed reply
+    others_at: float = float("-inf")  # when that reply came (time.monotonic())
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     recovery: asyncio.Task | None = None
 
@@ -105,6 +111,7 @@ class ReplicaPool:
         self.busy_s = 0.0
         self._outbox: dict[Member, list[tuple[list[Any], asyncio.Future]]] = {}  # this turn's sub-batches
         self._shipping: set[asyncio.Task] = set()
+        self._caller = uuid.uuid4().hex[:12]  # who this pool is to the replicas' load books
         self.counts = {"calls": 0, "ray_calls": 0, "requests": 0, "retries": 0, "affinity_hits": 0, "affinity_misses": 0,
                        "replaced": 0, "restarts_seen": 0}
 
@@ -224,20 +231,23 @@ class ReplicaPool:
         cands = self._candidates(exclude or set())
         if not cands:
             return {}
-        planned = {m: 0 for m in cands}
-        load = lambda m: m.outstanding + planned[m]  # noqa: E731
+        # Each candidate's load: this pool's work in flight there, what other shards had there at
+        # its last reply (while fresh), and what this routing has planned for it so far.
+        now = time.monotonic()
+        ttl = self.load_ttl_s
+        load = {m: m.outstanding + (m.others if now - m.others_at < ttl else 0) for m in cands}
         groups: dict[Any, list[int]] = {}
         for i, r in enumerate(requests):
             key = getattr(r, "affinity", None)
             groups.setdefault(key if key is not None else ("_", i), []).append(i)
         out: dict[Member, list[int]] = {}
-        total = sum(m.outstanding for m in cands) + sum(_work(r) for r in requests)
+        total = sum(load.values()) + sum(_work(r) for r in requests)
         bound = (1 + self.affinity_load_factor) * total / len(cands) if self.affinity_load_factor > 0 else 0.0
         for key, idx in groups.items():
             work = sum(_work(requests[i]) for i in idx)
-            least = min(cands, key=lambda m: (load(m), m.calls))
+            least = min(cands, key=lambda m: (load[m], m.calls))
             chosen = self._affinity.get(key) if isinstance(key, str) else None
-            if chosen is not None and chosen in planned and not self._overloaded(chosen, least, load, load(chosen) + work <= bound):
+            if chosen is not None and chosen in load and not self._overloaded(chosen, least, load, load[chosen] + work <= bound):
                 self.counts["affinity_hits"] += 1
             else:
                 if chosen is not None:
@@ -248,15 +258,15 @@ class ReplicaPool:
                 self._affinity.move_to_end(key)
                 if len(self._affinity) > _AFFINITY_KEYS:
                     self._affinity.popitem(last=False)
-            planned[chosen] += work
+            load[chosen] += work
             out.setdefault(chosen, []).extend(idx)
         return out
 
-    def _overloaded(self, m: Member, least: Member, load: Any, within_bound: bool = False) -> bool:
+    def _overloaded(self, m: Member, least: Member, load: dict[Member, int], within_bound: bool = False) -> bool:
         if m is least:
             return False
         at_cap = m.calls >= self.cap and least.calls < self.cap
-        return at_cap or (load(m) - load(least) > self.affinity_slack and not within_bound)
+        return at_cap or (load[m] - load[least] > self.affinity_slack and not within_bound)
 
     async def _dispatch(self, requests: list[Any]) -> list[Any]:
         if not requests:
@@ -294,6 +304,8 @@ class ReplicaPool:
     # millisecond of CPU, and with 8 replicas a pool otherwise makes 8 calls per batch. False:
     # plain objects, one call each (in-process replicas, where nothing crosses a process).
     packed = True
+    # Other shards' load on a replica, as its last reply said, counts for routing this long.
+    load_ttl_s = 1.0
 
     async def _call(self, m: Member, sub: list[Any]) -> list[Any]:
         if not self.packed:
@@ -308,7 +320,7 @@ class ReplicaPool:
         return await fut
 
     def _ship(self, m: Member) -> None:
-        box = self._outbox.pop(m, [])
+        box = self._outbox.pop(m, None)
         if box:
             task = asyncio.get_running_loop().create_task(self._ship_box(m, box))
             self._shipping.add(task)
@@ -316,8 +328,10 @@ class ReplicaPool:
 
     async def _remote(self, m: Member, sub: list[Any]) -> list[Any]:
         self.counts["ray_calls"] += 1
-        data = await getattr(m.handle, f"{self._method}_packed").remote(wire.pack_requests(self.role, sub))
-        return wire.unpack_results(self.role, data)
+        data = await getattr(m.handle, f"{self._method}_packed").remote(wire.pack_call(self.role, sub, self._caller))
+        out, others = wire.unpack_reply(self.role, data)
+        m.others, m.others_at = others, time.monotonic()
+        return out
 
     async def _ship_box(self, m: Member, box: list[tuple[list[Any], asyncio.Future]]) -> None:
         def settle(fut: asyncio.Future, result: Any = None, error: BaseException | None = None) -> None:

@@ -49,6 +49,10 @@ class _Replica:
         self._stats = ReplicaStats()
         self._busy_since: float | None = None
         self._started = time.perf_counter()
+        # Work (samples) in flight or queued here, per caller (a pool's token) and in total: a
+        # packed reply tells its caller what the others have here (see `_packed`).
+        self._load: dict[str, int] = {}
+        self._load_total = 0
 
     @staticmethod
     def _default_builder() -> EngineBuilder:
@@ -76,6 +80,25 @@ class _Replica:
             st.tokens += sum(count_tokens(r) for r in results)
             return results
 
+    async def _packed(self, call: Callable, data: bytes) -> bytes:
+        """A packed call (`ponder.actors.wire`): unpack, run, and answer with the results and the
+        work the replica's other callers (other scheduler shards' pools) have here now."""
+        requests, caller = wire.unpack_call(self.role, data)
+        work = sum(max(1, getattr(r, "n", 1)) for r in requests)
+        load = self._load
+        load[caller] = load.get(caller, 0) + work
+        self._load_total += work
+        try:
+            results = await call(requests)
+        finally:
+            self._load_total -= work
+            left = load[caller] - work
+            if left:
+                load[caller] = left
+            else:
+                del load[caller]
+        return wire.pack_reply(self.role, results, self._load_total - load.get(caller, 0))
+
     async def health(self) -> dict[str, Any]:
         info = self.engine.info()
         return {
@@ -92,6 +115,7 @@ class _Replica:
         if self._busy_since is not None:
             d["busy_s"] += time.perf_counter() - self._busy_since
         d["uptime_s"] = time.perf_counter() - self._started
+        d["load"] = self._load_total
         cache = self.engine.info().extra.get("prefix_cache")  # the engine's own counters (vllm, hf)
         if cache is not None:
             d["prefix_cache"] = cache
@@ -116,7 +140,7 @@ class PolicyReplicaImpl(_Replica):
 
     async def generate_packed(self, data: bytes) -> bytes:
         """`generate` over the wire format (`ponder.actors.wire`): what pools call."""
-        return wire.pack_results("policy", await self.generate(wire.unpack_requests("policy", data)))
+        return await self._packed(self.generate, data)
 
 
 class RewardReplicaImpl(_Replica):
@@ -133,7 +157,7 @@ class RewardReplicaImpl(_Replica):
 
     async def score_packed(self, data: bytes) -> bytes:
         """`score` over the wire format (`ponder.actors.wire`): what pools call."""
-        return wire.pack_results("reward", await self.score(wire.unpack_requests("reward", data)))
+        return await self._packed(self.score, data)
 
 
 # The Ray actor classes. Resources are set per pool with `.options(...)` (see `actor_options`).

@@ -5,6 +5,10 @@ batch of dataclasses cost the scheduler actor about 6 us per expansion to send a
 (measured: 12 us for both sides, against 2 us as msgpack arrays). A pool sends a batch as one
 msgpack payload, which Ray passes as plain bytes, and the replica answers the same way. Fields go
 in dataclass order, so a new field travels without a change here.
+
+A packed reply also carries the replica's load from its other callers (`pack_reply`): the work
+(samples) other pools, i.e. other scheduler shards, have in flight or queued there when the
+reply leaves, so every shard's routing sees the replicas' total load without an extra call.
 """
 
 from __future__ import annotations
@@ -51,3 +55,31 @@ def unpack_results(role: str, data: bytes) -> list[Any]:
     if role == "policy":
         return [[[GeneratedStep(*s) for s in steps] for steps in samples] for samples in rows]
     return [ScoreResult(*r) for r in rows]
+
+
+def pack_call(role: str, requests: list[Any], caller: str) -> bytes:
+    """A pool's packed call: who it is (a token for the replica's load books) and the requests."""
+    names = _STEP_REQUEST if role == "policy" else _SCORE_REQUEST
+    return _pack([caller, [[getattr(r, n) for n in names] for r in requests]])
+
+
+def unpack_call(role: str, data: bytes) -> tuple[list[Any], str]:
+    caller, rows = _unpack(data)
+    cls = StepRequest if role == "policy" else ScoreRequest
+    return [cls(*row) for row in rows], caller
+
+
+def pack_reply(role: str, results: list[Any], others_load: int) -> bytes:
+    """A replica's answer to a packed call: its results and the work its other callers have there."""
+    if role == "policy":
+        rows: Any = [[[[getattr(s, n) for n in _STEP] for s in steps] for steps in samples] for samples in results]
+    else:
+        rows = [[getattr(r, n) for n in _SCORE_RESULT] for r in results]
+    return _pack([others_load, rows])
+
+
+def unpack_reply(role: str, data: bytes) -> tuple[list[Any], int]:
+    others_load, rows = _unpack(data)
+    if role == "policy":
+        return [[[GeneratedStep(*s) for s in steps] for steps in samples] for samples in rows], others_load
+    return [ScoreResult(*r) for r in rows], others_load

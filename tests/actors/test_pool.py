@@ -182,3 +182,45 @@ async def test_one_turns_sub_batches_share_a_ray_call_and_a_bad_one_fails_alone(
     assert got[0] == alone[0] and got[2] == alone[2]
     assert isinstance(got[1], Exception) and "arithmetic" in str(got[1])
     await pool.close()
+
+
+class _SizedDelay:
+    """A fake policy that holds big requests (n >= 50) for a second and answers others at once."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    async def generate(self, requests):
+        await asyncio.sleep(1.0 if any(r.n >= 50 for r in requests) else 0.01)
+        return await self.engine.generate(requests)
+
+    def info(self):
+        return self.engine.info()
+
+
+def build_sized(cfg):
+    return _SizedDelay(FakePolicy(**cfg.options))
+
+
+@pytest.mark.ray
+async def test_each_shards_pool_routes_by_the_load_other_shards_put_on_a_replica(ray_local):  # noqa: F811
+    # Two pools over the same two replicas, as two scheduler shards have: pool a puts 100 samples
+    # of work on replica 0; pool b learns it from its next reply from replica 0 and routes away.
+    pol, _ = engine_configs(delay=None)
+    cfg = ClusterConfig(cpus_per_replica=0, max_inflight_per_replica=4)
+    b = await ReplicaPool("policy", pol, cfg, builder=build_sized).start(2)
+    a = ReplicaPool("policy", pol, cfg)
+    a.members = [Member(b.members[0].handle, 0)]
+    r0, r1 = b.members
+    p = problems(1)[0]
+    big = asyncio.ensure_future(a.generate([StepRequest(p.problem, [], n=100, seed=1)]))
+    await asyncio.sleep(0.3)  # a's call is at replica 0 for a second
+    probe = StepRequest(p.problem, [], n=1, seed=2)
+    assert list(b.route([probe])) == [r0]  # b knows nothing yet: a tie, the first replica
+    await b.generate([probe])
+    assert (r0.others, r1.others) == (100, 0)  # replica 0's reply said what a has there
+    assert list(b.route([probe])) == [r1]  # without the shared load: r0 again (b has nothing on either)
+    await big
+    r0.others_at = float("-inf")  # a report older than load_ttl_s no longer counts
+    assert list(b.route([probe])) == [r0]
+    await b.close()

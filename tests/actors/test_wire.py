@@ -12,3 +12,12 @@ def test_requests_and_results_round_trip_with_every_field():
     assert wire.unpack_requests("reward", wire.pack_requests("reward", sreqs)) == sreqs
     sres = [ScoreResult([0.5, 0.25], 12, 8), ScoreResult([], 0)]
     assert wire.unpack_results("reward", wire.pack_results("reward", sres)) == sres
+
+
+def test_calls_and_replies_carry_the_caller_and_the_others_load():
+    reqs = [StepRequest("Compute (1 + 2).", [], n=2, seed=1, affinity="t:1")]
+    assert wire.unpack_call("policy", wire.pack_call("policy", reqs, "pool-a")) == (reqs, "pool-a")
+    res = [[[GeneratedStep("a", 3, True)]]]
+    assert wire.unpack_reply("policy", wire.pack_reply("policy", res, 17)) == (res, 17)
+    sres = [ScoreResult([0.5], 4, 0)]
+    assert wire.unpack_reply("reward", wire.pack_reply("reward", sres, 0)) == (sres, 0)
