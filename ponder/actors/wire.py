@@ -79,7 +79,8 @@ def pack_reply(role: str, results: list[Any], others_load: int) -> bytes:
 
 
 def unpack_reply(role: str, data: bytes) -> tuple[list[Any], int]:
-    others_load, rows = _unpack(data)
-    if role == "policy":
+    if role == "policy":  # steps hold only scalars: decoding to tuples saves a fifth of the time
+        others_load, rows = msgpack.unpackb(data, raw=False, use_list=False)
         return [[[GeneratedStep(*s) for s in steps] for steps in samples] for samples in rows], others_load
+    others_load, rows = _unpack(data)
     return [ScoreResult(*r) for r in rows], others_load
