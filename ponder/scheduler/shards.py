@@ -11,6 +11,9 @@ scheduling is split. Shard 0 starts first and creates the replicas; the others a
 - A job is opened on every shard with 1/K of its budget and queries each (the hash spreads a
   job's problems evenly; a small job's shares can differ by a few queries).
 - `cancel`, `cancel_job`, `close_job` and `stats` go to every shard and are merged.
+- Every shard routes by the replicas' total load: each packed reply carries the work the other
+  shards' pools have on that replica (`ponder/actors/pool.py`, "shared load"), so a replica one
+  shard saturates is avoided by the others without an extra call.
 - The pools keep fixed sizes (the config refuses autoscaling with shards): a pool that scaled
   would change replicas under the other shards' pools.
 """
