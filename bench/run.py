@@ -1,8 +1,9 @@
 """Run the benchmarks and print the figures: ``python -m bench.run [--quick] [what ...]``.
 
 what: ``sched`` (ponder's scheduler vs a lockstep loop on simulated GPU pools), ``cpu`` (scheduler
-CPU per expansion with instant engines), ``auto`` (`auto` vs weighted best-of-64 on the shipped
-tiny models); all three by default. Results go to ``bench/results/<what>.json`` and a markdown
+CPU per expansion with instant engines), ``auto`` (calibrated `auto` vs every fixed strategy and
+weighted best-of-64, `bench.auto_vs_uniform`; on the simulator unless ``--engine hf``); all three
+by default. Results go to ``bench/results/<what>.json`` and a markdown
 table of all results there (from this run or earlier ones) to ``bench/results/summary.md``.
 """
 
@@ -15,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
-TARGETS = {"speedup": 3.0, "busy": 0.9, "expansions_per_cpu_s": 20_000, "token_ratio": 0.25}
 
 
 def _sched(quick: bool) -> dict[str, Any]:
@@ -37,12 +37,23 @@ def _cpu(quick: bool) -> dict[str, Any]:
     return out
 
 
-def _auto(quick: bool, engine: str, problems: int) -> dict[str, Any]:
-    from bench.auto_vs_uniform import compare
+def _auto(quick: bool, engine: str) -> dict[str, Any]:
+    from bench.auto_vs_uniform import auto_vs_fixed, plot
 
+    out = RESULTS / f"auto_vs_fixed-{engine}{'-quick' if quick else ''}.json"
     if quick:
-        return compare(8, engine, fractions=(0.25, 1.0))
-    return compare(problems, engine)
+        res = auto_vs_fixed(engine, "arith:24:seed=11", "arith:24:seed=7", widths=(4, 16), fractions=(0.25,),
+                            probe_samples=2, table_path=out.with_name(out.stem + "-table.yaml"))
+    elif engine == "hf":  # about an hour on two cores: 64 test problems, two strategies, calibrated at n=4 and 16
+        res = auto_vs_fixed("hf", "arith:60:seed=11", "arith:64:seed=7", strategies=("best_of_n", "beam_search"),
+                            widths=(4, 16, 64), cal_widths=(4, 16), adaptive=("best_of_n:confidence=0.99,round_size=2",),
+                            concurrency=16, auto_concurrency=8, table_path=out.with_name(out.stem + "-table.yaml"))
+    else:
+        from bench.auto_vs_uniform import ADAPTIVE
+
+        res = auto_vs_fixed("sim", probe_samples=2, adaptive=ADAPTIVE, table_path=out.with_name(out.stem + "-table.yaml"))
+    plot(res, out.with_suffix(".png"))
+    return res
 
 
 def _fmt(x: Any, spec: str = ".2f") -> str:
@@ -115,12 +126,17 @@ def table(res: dict[str, dict[str, Any]]) -> str:
     if "auto" in res:
         a = res["auto"]
         u = a["uniform"]
-        curve = ", ".join(f"{x['tokens_per_problem']:.0f}: {x['accuracy']:.3f}" for x in a["auto"])
+        curve = ", ".join(f"{x['fraction']:g}x: {x['accuracy']:.3f} at {x['cost']:.0f}"
+                          f"{' (beats fixed)' if x['beats_fixed'] else ''}" for x in a["auto"])
+        beats = sum(1 for x in a["auto"] if x["beats_fixed"])
         rows += [
-            f"| best-of-64 ({a['engine']}, {a['problems']} problems): accuracy, tokens/problem "
-            f"| {u['accuracy']:.3f}, {u['tokens_per_problem']:.0f} | |",
-            f"| auto (tokens/problem: accuracy) | {curve} | |",
-            f"| auto tokens to reach best-of-64's accuracy / best-of-64's | **{_fmt(a['token_ratio'])}** | <= 0.25 |",
+            f"| weighted best-of-{u['n']} ({a['engine']}, test {a['test']}, dev {a['dev']}): accuracy, cost/problem "
+            f"| {u['accuracy']:.3f}, {u['cost']:.0f} (raw {u['raw_cost']:.0f}) | |",
+            f"| auto at fractions of that cost: accuracy at cost | {curve} | |",
+            f"| auto's cost to reach best-of-{u['n']}'s accuracy / best-of-{u['n']}'s (raw) | **{_fmt(a['cost_ratio'], '.3f')}** "
+            f"({_fmt(a['raw_cost_ratio'], '.3f')}) | <= 0.25 |",
+            f"| budgets where auto is at least as accurate as every fixed strategy at its cost | **{beats}** of "
+            f"{len(a['auto'])} | >= 3 |",
         ]
     return "\n".join(rows) + "\n"
 
@@ -129,8 +145,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("what", nargs="*", help="sched, cpu and/or auto (default: all three)")
     ap.add_argument("--quick", action="store_true", help="a smoke run on small sets (seconds to a minute)")
-    ap.add_argument("--engine", default="hf", choices=["hf", "sim"], help="engines for `auto` (default: shipped hf)")
-    ap.add_argument("--auto-problems", type=int, default=64, help="problems for `auto` (default 64: ~5 min on CPU)")
+    ap.add_argument("--engine", default="sim", choices=["hf", "sim"],
+                    help="engines for `auto` (default sim, ~10 min; hf: the shipped models, ~1 hour)")
     ap.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     args = ap.parse_args(argv)
     what = args.what or ["sched", "cpu", "auto"]
@@ -143,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"== {name}{' (quick)' if args.quick else ''}", flush=True)
         t = time.perf_counter()
         res[name] = _sched(args.quick) if name == "sched" else _cpu(args.quick) if name == "cpu" else _auto(
-            args.quick, args.engine, args.auto_problems)
+            args.quick, args.engine)
         res[name]["bench_s"] = round(time.perf_counter() - t, 1)
         (args.out / f"{name}{suffix}.json").write_text(json.dumps(res[name], indent=1) + "\n")
     for name in ("sched", "cpu", "auto"):  # the table also shows earlier results of the parts not run now
