@@ -251,7 +251,10 @@ def test_calibrate_hands_problems_runner_budgets_and_strategies_to_the_scheduler
                     probe_samples=probe_samples, params=params)
         return {"easy": "best_of_n"}
 
-    monkeypatch.setitem(sys.modules, "ponder.scheduler.calibrate", types.SimpleNamespace(calibrate=calibrate))
+    from ponder.scheduler import calibrate as real
+
+    fake = types.SimpleNamespace(calibrate=calibrate, candidate=real.candidate, check_candidates=real.check_candidates)
+    monkeypatch.setitem(sys.modules, "ponder.scheduler.calibrate", fake)
     out = tmp_path / "table.yaml"
     argv = ["calibrate", "--dataset", "arith:4", "--budget", "n=4", "--budget", "n=8", "--strategy", "dvts"]
     assert cli.main([*argv, "--out", str(out), *engine]) == 0
