@@ -123,8 +123,11 @@ def test_solve_result_shape_and_sse_order(service):
 
 
 def _long_search() -> dict:
+    # One simulation at a time, exploring wide (a large c_puct), so nearly every simulation
+    # is an engine round trip: with seeds from the tree, a narrow MCTS can settle on one
+    # finished path and spend its simulations revisiting it for free, ending in under a second.
     return {"problem": "Compute (((((((914 - 826) + 91) + 573) - 464) + 538) - 647) + 566) + 338.",
-            "strategy": "mcts", "budget": "n=400"}
+            "strategy": "mcts", "budget": "n=1000", "params": {"parallel": 1, "c_puct": 100.0}}
 
 
 def test_disconnect_cancels_the_search(service):
