@@ -30,33 +30,6 @@ def _pack(rows: list[Any]) -> bytes:
     return msgpack.packb(rows, use_bin_type=True)
 
 
-def _unpack(data: bytes) -> list[Any]:
-    return msgpack.unpackb(data, raw=False)
-
-
-def pack_requests(role: str, requests: list[Any]) -> bytes:
-    names = _STEP_REQUEST if role == "policy" else _SCORE_REQUEST
-    return _pack([[getattr(r, n) for n in names] for r in requests])
-
-
-def unpack_requests(role: str, data: bytes) -> list[Any]:
-    cls = StepRequest if role == "policy" else ScoreRequest
-    return [cls(*row) for row in _unpack(data)]
-
-
-def pack_results(role: str, results: list[Any]) -> bytes:
-    if role == "policy":  # per request: samples, each a list of steps
-        return _pack([[[[getattr(s, n) for n in _STEP] for s in steps] for steps in samples] for samples in results])
-    return _pack([[getattr(r, n) for n in _SCORE_RESULT] for r in results])
-
-
-def unpack_results(role: str, data: bytes) -> list[Any]:
-    rows = _unpack(data)
-    if role == "policy":
-        return [[[GeneratedStep(*s) for s in steps] for steps in samples] for samples in rows]
-    return [ScoreResult(*r) for r in rows]
-
-
 def pack_call(role: str, requests: list[Any], caller: str) -> bytes:
     """A pool's packed call: who it is (a token for the replica's load books) and the requests."""
     names = _STEP_REQUEST if role == "policy" else _SCORE_REQUEST
@@ -64,13 +37,14 @@ def pack_call(role: str, requests: list[Any], caller: str) -> bytes:
 
 
 def unpack_call(role: str, data: bytes) -> tuple[list[Any], str]:
-    caller, rows = _unpack(data)
+    caller, rows = msgpack.unpackb(data, raw=False)
     cls = StepRequest if role == "policy" else ScoreRequest
     return [cls(*row) for row in rows], caller
 
 
 def pack_reply(role: str, results: list[Any], others_load: int) -> bytes:
-    """A replica's answer to a packed call: its results and the work its other callers have there."""
+    """A replica's answer to a packed call: its results (policy: per request, samples, each a
+    list of steps) and the work its other callers have there."""
     if role == "policy":
         rows: Any = [[[[getattr(s, n) for n in _STEP] for s in steps] for steps in samples] for samples in results]
     else:
@@ -82,5 +56,5 @@ def unpack_reply(role: str, data: bytes) -> tuple[list[Any], int]:
     if role == "policy":  # steps hold only scalars: decoding to tuples saves a fifth of the time
         others_load, rows = msgpack.unpackb(data, raw=False, use_list=False)
         return [[[GeneratedStep(*s) for s in steps] for steps in samples] for samples in rows], others_load
-    others_load, rows = _unpack(data)
+    others_load, rows = msgpack.unpackb(data, raw=False)
     return [ScoreResult(*r) for r in rows], others_load

@@ -647,7 +647,7 @@ def format_solution(result: SearchResult, budget: Budget, problem: Problem) -> s
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """Learn the allocation table (difficulty bin x budget -> strategy) on a labelled dev set."""
-    from ponder.scheduler.calibrate import candidate, check_candidates
+    from ponder.scheduler.calibrate import candidate, resolve_candidates
 
     config = load_config(args)
     specs = list(dict.fromkeys(args.strategy or list(CALIBRATE_STRATEGIES)))
@@ -659,7 +659,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     budgets = resolve_budgets(args.budget, config)
     params = strategy_params(strategies, budgets, config)  # --set search.params.* apply, and go into the table
     try:
-        check_candidates(specs, budgets, params)
+        resolve_candidates(specs, budgets, params)
     except ValueError as e:
         raise CliError(_one_line(e), USAGE) from None
     out = Path(args.out)

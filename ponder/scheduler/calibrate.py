@@ -52,16 +52,22 @@ def candidate(spec: str) -> tuple[str, dict[str, Any]]:
     return name.strip(), params
 
 
-def check_candidates(specs: list[str], budgets: list[Budget], params: dict[str, dict[str, Any]] | None = None) -> None:
-    """Every candidate builds its config at every budget (fail before a long run, not in it)."""
+def resolve_candidates(specs: list[str], budgets: list[Budget],
+                       params: dict[str, dict[str, Any]] | None = None) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Per candidate spec: its strategy and parameters (the strategy's from `params`, then its
+    own), each checked to build its config at every budget (fail before a long run, not in it)."""
+    out = {}
     for spec in specs:
         name, own = candidate(spec)
+        merged = {**((params or {}).get(name) or {}), **own}
         strat = registry.get(name)
         for b in budgets:
             try:
-                strat.make_config({**((params or {}).get(name) or {}), **own}, n=b.n)
+                strat.make_config(merged, n=b.n)
             except (TypeError, ValueError) as e:
                 raise ValueError(f"candidate {spec} at {b.label()}: {e}") from None
+        out[spec] = (name, merged)
+    return out
 
 
 async def _collect(runner: Any, problems: list[Problem], strategy: str, budget: str | Budget, params=None):
@@ -96,10 +102,9 @@ async def calibrate(
     noisy; the optimiser would chase their noise)."""
     if not problems or not budgets or not strategies:
         raise ValueError("calibrate needs problems, budgets and strategies")
-    check_candidates(strategies, budgets, params)
-    # Per candidate spec: its strategy and its parameters (the strategy's, then its own).
-    params = {spec: {**((params or {}).get(candidate(spec)[0]) or {}), **candidate(spec)[1]} for spec in strategies}
-    names = {spec: candidate(spec)[0] for spec in strategies}
+    resolved = resolve_candidates(strategies, budgets, params)
+    params = {spec: own for spec, (_, own) in resolved.items()}
+    names = {spec: name for spec, (name, _) in resolved.items()}
     base = base or AllocationTable.load()
     probes = await _collect(runner, problems, "probe", Budget(n=probe_samples))
 

@@ -57,10 +57,7 @@ def select(candidates: Sequence[Candidate], how: str = "prm_vote") -> Candidate 
         return _best_by_score(candidates)
     if how == "prm_max":
         return _best_by_score(answered)
-    # Group by canonical answer, in order of first appearance (the final tie-break).
-    groups: dict[str, list[Candidate]] = {}
-    for c in answered:
-        groups.setdefault(canonical(c.answer), []).append(c)  # type: ignore[arg-type]
+    groups = _groups(answered)
     count = {k: len(v) for k, v in groups.items()}
     weight = {k: sum(c.score for c in v) for k, v in groups.items()}
     if how == "majority":
@@ -69,6 +66,14 @@ def select(candidates: Sequence[Candidate], how: str = "prm_vote") -> Candidate 
         key = lambda k: (weight[k], count[k])  # noqa: E731
     winner = max(groups, key=key)  # max keeps the first of equal keys
     return _best_by_score(groups[winner])
+
+
+def _groups(answered: Sequence[Candidate]) -> dict[str, list[Candidate]]:
+    """Candidates by canonical answer, in order of first appearance (the final tie-break)."""
+    groups: dict[str, list[Candidate]] = {}
+    for c in answered:
+        groups.setdefault(canonical(c.answer), []).append(c)  # type: ignore[arg-type]
+    return groups
 
 
 def _best_by_score(cands: Sequence[Candidate]) -> Candidate:
@@ -94,17 +99,13 @@ def lead_probability(candidates: Sequence[Candidate], how: str = "prm_vote") -> 
     answered = [c for c in candidates if c.answer is not None]
     if not answered:
         return 0.0
-    count: dict[str, float] = {}
-    weight: dict[str, float] = {}
-    for c in answered:
-        k = canonical(c.answer)
-        count[k] = count.get(k, 0) + 1  # type: ignore[index]
-        weight[k] = weight.get(k, 0.0) + max(c.score, 0.0)  # type: ignore[index]
-    total = sum(weight.values())
+    groups = _groups(answered)
+    weight = [sum(max(c.score, 0.0) for c in g) for g in groups.values()]
+    total = sum(weight)
     if how == "prm_vote" and total > 0:
-        votes = sorted((len(answered) * w / total for w in weight.values()), reverse=True)
+        votes = sorted((len(answered) * w / total for w in weight), reverse=True)
     else:
-        votes = sorted(count.values(), reverse=True)
+        votes = sorted((float(len(g)) for g in groups.values()), reverse=True)
     return beta_tail(1.0 + votes[0], 1.0 + (votes[1] if len(votes) > 1 else 0.0))
 
 

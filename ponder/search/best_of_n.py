@@ -74,10 +74,10 @@ async def best_of_n(problem: Problem, ctx: SearchContext, cfg: BestOfNConfig) ->
             break
         await ctx.score(new)
         samples.extend(new)
-        votes = vote_counts([Candidate.from_node(s, 0.0) for s in samples if s.terminal])
-        trace.append({"round": len(trace), "samples": len(samples), "answers": len(votes), "cost": ctx.spent.cost})
+        cands = [Candidate.from_node(s, aggregate(s.rewards, cfg.aggregation)) for s in samples if s.terminal]
+        trace.append({"round": len(trace), "samples": len(samples), "answers": len(vote_counts(cands)),
+                      "cost": ctx.spent.cost})
         if cfg.confidence is not None:
-            cands = [Candidate.from_node(s, aggregate(s.rewards, cfg.aggregation)) for s in samples if s.terminal]
             trace[-1]["lead"] = round(lead := lead_probability(cands, cfg.selection), 4)
             if lead >= cfg.confidence:
                 break

@@ -253,7 +253,7 @@ def test_calibrate_hands_problems_runner_budgets_and_strategies_to_the_scheduler
 
     from ponder.scheduler import calibrate as real
 
-    fake = types.SimpleNamespace(calibrate=calibrate, candidate=real.candidate, check_candidates=real.check_candidates)
+    fake = types.SimpleNamespace(calibrate=calibrate, candidate=real.candidate, resolve_candidates=real.resolve_candidates)
     monkeypatch.setitem(sys.modules, "ponder.scheduler.calibrate", fake)
     out = tmp_path / "table.yaml"
     argv = ["calibrate", "--dataset", "arith:4", "--budget", "n=4", "--budget", "n=8", "--strategy", "dvts"]
