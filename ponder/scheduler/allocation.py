@@ -193,6 +193,18 @@ class Choice(NamedTuple):
     entry: Entry
     share: float  # the spend the ledger holds for the query, x its fair share
     cap: float  # its limit, x its fair share
+    value: float | None = None  # accuracy per unit of cost its compute buys (the scheduler's order)
+
+
+def marginal_value(curve: list[Point], point: Point) -> float:
+    """What the compute of a query at `point` buys, per unit of cost, at the margin: the slope of
+    the bin's hull segment that ends at the point (the last upgrade the plan paid for it). 0 at
+    the bin's cheapest point (the plan bought it nothing above the minimum) or off the hull."""
+    h = hull(curve)
+    for lo, hi in zip(h, h[1:]):
+        if hi == point:
+            return max(0.0, (hi.accuracy - lo.accuracy) / max(hi.cost - lo.cost, 1e-9))
+    return 0.0
 
 
 @dataclass
@@ -244,13 +256,15 @@ class AllocationTable:
         query's uniform draw, picks between a split bin's two) with width n in its params; the
         share its mean cost / budget (what the ledger holds for it) and the cap the larger of
         headroom x that and its dev peak / budget (its limit: an adaptive search's spend varies
-        by query, and cutting the dear ones short loses the answers the plan paid for)."""
+        by query, and cutting the dear ones short loses the answers the plan paid for); the
+        value, the accuracy per cost of the point's last upgrade (`marginal_value`)."""
         cost = self.budget_cost(budget)
         if self.optimised and cost is not None and self.curves.get(bin_name):
             point = self.plan(max(cost, 0.0)).point(bin_name, u)  # nothing left: the cheapest point
+            value = marginal_value(self.curves[bin_name], point)
             if cost <= 0:
-                return Choice(point.entry(), 1.0, 1.0)
-            return Choice(point.entry(), point.cost / cost, max(self.headroom * point.cost, point.peak) / cost)
+                return Choice(point.entry(), 1.0, 1.0, value)
+            return Choice(point.entry(), point.cost / cost, max(self.headroom * point.cost, point.peak) / cost, value)
         policy = self.bins[bin_name]
         return Choice(policy.choose(budget), policy.share, policy.share)
 

@@ -6,6 +6,8 @@
               for a table without curves                       (allocation.AllocationTable)
     grant  <- expected spend share x fair share, limit cap x it, through ctx.regrant
                                                                (when the runner gave an account)
+    value  <- the point's marginal accuracy per cost, through ctx.regrant too
+                                                               (the scheduler serves high value first)
     result <- entry.strategy, starting from the probe's samples (replay.ReplayContext)
 
 What the search does not spend of its grant (an early stop, a cheap point) goes back to the
@@ -57,8 +59,9 @@ async def auto(problem: Problem, ctx: SearchContext, cfg: AutoConfig) -> SearchR
     if cfg.strategy is not None:  # forced (calibrate measures each point): the grant it was given
         entry, share, grant = Entry(cfg.strategy, dict(cfg.strategy_params or {})), 1.0, None
     else:
-        entry, share, cap = table.choose(bin_name, budget, _draw(problem.id))
-        grant = ctx.regrant(share, cap)  # through the door: the runtime owns the job's ledger
+        entry, share, cap, value = table.choose(bin_name, budget, _draw(problem.id))
+        # Through the door: the runtime owns the job's ledger and the order of expansions.
+        grant = ctx.regrant(share, cap, value)
     strat = registry.get(entry.strategy)
     if strat.name == "auto":
         raise ValueError("the allocation table cannot choose 'auto' itself")

@@ -14,9 +14,11 @@ the whole batch at once: splitting cannot help.
 Waiting requests are ordered by priority: with `max_inflight` calls in flight (what the replicas
 take; a callable follows the pool's size) the rest wait here, and the next batch takes the most
 urgent first. Interactive searches (priority class 0) go ahead of job work (class 1), so a large
-eval job on the same pools does not starve serving. Among job work the order is arrival, or
-`job_order(request)` when set (e.g. the searches with the most work left first). A request whose search is cancelled while it
-waits is never sent: its search gets `SearchCancelled`.
+eval job on the same pools does not starve serving. Among job work the order is the rank (a
+search that told the door the value of its compute, `ctx.regrant(..., value=v)`, ranks -v: the
+searches where compute changes answers go first), then `job_order(request)` when set (e.g. the
+searches with the most work left first), then arrival. A request whose search is cancelled while
+it waits is never sent: its search gets `SearchCancelled`.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ from ponder.actors.engine import EngineUnavailable, GeneratedStep, ScoreRequest,
 Req = TypeVar("Req")
 Res = TypeVar("Res")
 
-Priority = tuple[int, int]  # (class, priority): lower goes first
-JOB_WORK: Priority = (1, 0)
+Priority = tuple[int, float]  # (class, rank): lower goes first
+JOB_WORK: Priority = (1, 0.0)
 
 
 class SearchCancelled(Exception):

@@ -132,14 +132,14 @@ async def test_auto_grant_goes_through_the_door_and_follows_the_plan(tmp_path):
     asked = []
 
     ctx = make_ctx(p, FakePolicy(p_correct=0.1), FakePRM(lo=0.02), limit=1000)
-    ctx.regrant = lambda w, cap=None: asked.append((w, cap)) or 1000 * cap  # the door: record, grant the cap
+    ctx.regrant = lambda w, cap=None, value=None: asked.append((w, cap)) or 1000 * cap  # the door: record, grant the cap
     res = await strat.fn(p, ctx, strat.make_config({"table": str(path)}))
     assert res.meta["difficulty"] in ("hard", "medium", "easy") and asked
     if res.meta["difficulty"] == "hard":
         assert res.meta["auto_strategy"] in ("best_of_n", "beam_search")
     ctx = make_ctx(p, FakePolicy(p_correct=1.0), limit=1000)
     asked.clear()
-    ctx.regrant = lambda w, cap=None: asked.append((w, cap)) or 1000 * cap
+    ctx.regrant = lambda w, cap=None, value=None: asked.append((w, cap)) or 1000 * cap
     res = await strat.fn(p, ctx, strat.make_config({"table": str(path)}))
     assert res.meta["difficulty"] == "easy" and res.meta["auto_strategy"] == "best_of_n" and res.meta["auto_n"] == 4
     # expected spend: the point's cost; limit: headroom x it (the table has no peak)
@@ -153,3 +153,39 @@ def test_auto_forced_strategy_for_calibration():
         registry.get("auto").make_config({"strategy": "auto"})
     cfg = registry.get("auto").make_config({"strategy": "beam_search", "strategy_params": {"beam_width": 2}}, n=8)
     assert cfg.strategy == "beam_search" and cfg.n == 8
+
+
+async def test_the_value_told_through_the_door_orders_job_work_waiting_for_the_engine():
+    """`ctx.regrant(..., value=v)` ranks the search's requests among job work: with the engine's
+    only slot taken, the waiting searches go out highest value first (no value counts as 0),
+    and interactive work still goes ahead of all of them."""
+    import asyncio
+
+    from ponder.scheduler.batcher import BatchedPolicy
+    from ponder.scheduler.context import EngineContext
+
+    gate, calls = asyncio.Event(), []
+
+    class Gated(FakePolicy):
+        async def generate(self, requests):
+            calls.append([r.problem for r in requests])
+            if len(calls) == 1:
+                await gate.wait()
+            return await super().generate(requests)
+
+    policy = BatchedPolicy(Gated(), max_batch=1, window_s=0, max_inflight=1)
+    ps = problems(5)
+    ctx = {name: EngineContext(p, policy, FakePRM()) for name, p in zip(("busy", "low", "plain", "high", "live"), ps)}
+    ctx["live"].priority = (0, 0)  # an interactive search
+    assert ctx["low"].regrant(1.0, value=0.0005) is None  # no job ledger: no grant, but the order holds
+    assert ctx["high"].regrant(1.0, 2.0, value=0.002) is None
+    busy = asyncio.ensure_future(ctx["busy"].expand([Node()], 1))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    rest = [asyncio.ensure_future(ctx[k].expand([Node()], 1)) for k in ("low", "plain", "high", "live")]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    gate.set()
+    await asyncio.wait_for(asyncio.gather(busy, *rest), 5)
+    order = {p.problem: k for k, p in zip(ctx, ps)}
+    assert [order[c[0]] for c in calls] == ["busy", "live", "high", "low", "plain"]

@@ -45,7 +45,7 @@ async def test_winners_are_the_measured_best_and_the_table_loads():
         assert {(p.strategy, p.n) for p in pts} == {(s, n) for s in ("best_of_n", "beam_search") for n in (4, 16)}
         assert cal["bins"][name] > 0
     # Under a budget the table's choice is the plan's point, with its width.
-    entry, share, cap = table.choose(next(iter(table.curves)), Budget(tokens=10_000))
+    entry, share, cap, _ = table.choose(next(iter(table.curves)), Budget(tokens=10_000))
     assert entry.params["n"] in (4, 16) and share > 0
 
 
@@ -168,9 +168,12 @@ def test_allocation_picks_the_best_curve_points_under_the_budget():
     # Through the table: width and share (headroom x cost / budget) come with the entry.
     t = AllocationTable.from_dict({**AllocationTable.load().to_dict(), "mix": mix, "headroom": 1.5,
                                    "curves": {b: [q.to_dict() for q in pts] for b, pts in curves.items()}})
-    entry, share, cap = t.choose("hard", Budget(tokens=250))
+    entry, share, cap, value = t.choose("hard", Budget(tokens=250))
     assert entry.strategy == "beam_search" and entry.params["n"] == 16 and share == pytest.approx(400 / 250)
     assert cap == pytest.approx(1.5 * 400 / 250)  # no peak measured: headroom x the mean
+    # The value the scheduler orders by: the upgrade's accuracy per cost; the easy bin's cheapest
+    # point bought nothing above the minimum.
+    assert value == pytest.approx((0.60 - 0.20) / (400 - 100)) and t.choose("easy", Budget(tokens=250)).value == 0
     assert t.choose("medium", Budget(tokens=250))[0].strategy == t.bins["medium"].default.strategy  # no curve
 
 
