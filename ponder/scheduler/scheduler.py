@@ -10,6 +10,7 @@ the in-process runner for the same seed.
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
@@ -28,6 +29,20 @@ def _budget_arg(budget: str | Budget | None) -> str | None:
     if isinstance(budget, Budget):
         return budget.label() if budget.label() != "unbounded" else None
     return budget
+
+
+# The actor allocates a dozen objects per expansion (requests, steps, nodes, futures): at Python's
+# default gen-0 threshold (700) a collection runs every ~60 expansions, and each older-generation
+# pass walks every live search tree. Measured at 8+4 replicas: 15% of the actor's CPU in the
+# collector. Objects that exist at start-up are frozen out of it, and it runs 1/70 as often.
+# Only in the actor's own process (an in-process Scheduler leaves its host's collector alone).
+GC_THRESHOLD = (50_000, 20, 100)
+
+
+def _tune_gc() -> None:
+    if ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None:
+        gc.freeze()
+        gc.set_threshold(*GC_THRESHOLD)
 
 
 class Scheduler:
@@ -57,6 +72,7 @@ class Scheduler:
     async def _start(self) -> None:
         from ponder.scheduler.runner import Runner
 
+        _tune_gc()
         c = self.config
         if self.owner_name:
             from ponder.actors.owner import get_owner

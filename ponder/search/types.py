@@ -55,6 +55,9 @@ class Node:
     prm_tokens: int | None = None  # the PRM's sequence length for this path, once scored
     # Free slots for algorithms (MCTS statistics, particle weights, ...).
     meta: dict[str, Any] = field(default_factory=dict)
+    # The path's step texts, built once from the parent's (every request sends them; walking
+    # the path each time was the scheduler's busiest loop).
+    _texts: tuple[str, ...] | None = field(default=None, repr=False, compare=False)
 
     def child(self, text: str, tokens: int, terminal: bool = False, answer: str | None = None,
               index: int = 0) -> Node:
@@ -72,7 +75,12 @@ class Node:
         return out
 
     def steps(self) -> list[str]:
-        return [n.text for n in self.path()]
+        return list(self._path_texts())
+
+    def _path_texts(self) -> tuple[str, ...]:
+        if self._texts is None:
+            self._texts = () if self.parent is None else (*self.parent._path_texts(), self.text)
+        return self._texts
 
     @property
     def reward(self) -> float | None:

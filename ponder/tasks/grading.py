@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import json
 import logging
 import math
@@ -144,6 +145,7 @@ _THOUSANDS_RE = re.compile(r"[+-]?\d{1,3}(,\d{3})+(\.\d*)?")
 _BASE_RE = re.compile(r"([0-9A-Za-z]+)_\{?(\d{1,2})\}?")  # 52_8, 1011_{2}, A_{16}
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a search votes over the same few answers again and again
 def normalize(answer: str) -> str:
     """A canonical string for exact comparison: the extracted answer (if `answer` is a whole
     solution or \\boxed{}), no $ wrapper, spacing commands, units or spaces, \\dfrac/\\tfrac as
