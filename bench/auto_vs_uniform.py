@@ -58,7 +58,9 @@ STRATEGIES = ("best_of_n", "beam_search", "dvts", "rebase")
 # 4 the same run measured auto_vs_fixed-sim-round4.json.
 ADAPTIVE = tuple(f"best_of_n:confidence={c},round_size=2" for c in (0.8, 0.9, 0.95))
 WIDTHS = (4, 8, 16, 32, 64)
-JOB_FRACTIONS = (1 / 16, 1 / 8, 1 / 4, 1 / 2)
+# Job budgets as fractions of best-of-64's cost. 1/16 is below every fixed strategy's cheapest
+# point (nothing to compare with), so the grid starts at 1/8 and is finer around 1/4.
+JOB_FRACTIONS = (1 / 8, 3 / 16, 1 / 4, 3 / 8, 1 / 2)
 
 
 def _summary(results: list[SearchResult]) -> dict[str, Any]:
@@ -90,20 +92,25 @@ def _interp(curve: list[dict[str, Any]], cost: float) -> float | None:
     return None
 
 
-def auto_vs_fixed(engine: str = "sim", dev: str = "arith:150:seed=11", test: str = "arith:200:seed=7",
+def auto_vs_fixed(engine: str = "sim", dev: str = "arith:300:seed=11", test: str = "arith:200:seed=7",
                   strategies: tuple[str, ...] = STRATEGIES, widths: tuple[int, ...] = WIDTHS,
                   fractions: tuple[float, ...] = JOB_FRACTIONS, concurrency: int = 32,
-                  table_path: Path | None = None, probe_samples: int = 4, auto_concurrency: int = 4,
+                  table_path: Path | None = None, probe_samples: int = 4, auto_concurrency: int = 1,
                   cal_widths: tuple[int, ...] | None = None, fixed_from: str | None = None,
-                  adaptive: tuple[str, ...] = ADAPTIVE, log: Any = print) -> dict[str, Any]:
+                  adaptive: tuple[str, ...] = ADAPTIVE, table_from: str | None = None,
+                  log: Any = print) -> dict[str, Any]:
     """Calibrate on `dev`, then on `test`: weighted best-of-64, every fixed strategy at every
     width, and `auto` (the calibrated table) at job budgets that are fractions of best-of-64's
     cost; and the calibration's own check (test problems per bin, observed pass@1 per bin).
 
-    `auto` runs at `auto_concurrency`: a query's grant is committed in the ledger while it runs
-    (at the table's headroom over its expected cost), so many concurrent searches in a small
-    job lower the fair share the later ones plan with (at 32 of 200, auto spent ~12% under
-    its budget)."""
+    `auto` runs at `auto_concurrency` (default 1): a query plans with its fair share of what the
+    job's ledger has left, and with queries in flight that share depends on which of them
+    finished first, so only one at a time makes the figures reproducible (two runs give the
+    same answers). Many concurrent searches in a small job also lower the fair share the later
+    ones plan with (at 32 of 200, auto spent ~12% under its budget).
+
+    `table_from` skips calibration and takes an earlier run's table (its dev set must not be
+    the test set), to measure `auto` at other budgets without recalibrating."""
     from ponder.config import Budget
     from ponder.scheduler.allocation import AllocationTable
     from ponder.scheduler.calibrate import apply_map, calibrate, candidate, candidate_pass_rate
@@ -113,11 +120,14 @@ def auto_vs_fixed(engine: str = "sim", dev: str = "arith:150:seed=11", test: str
     if {p.problem for p in dev_ps} & {p.problem for p in test_ps}:
         log("  warning: dev and test share problems")
     t0 = time.perf_counter()
-    data = asyncio.run(calibrate(dev_ps, runner, [Budget(n=w) for w in cal_widths or widths],
-                                 list(strategies) + list(adaptive), probe_samples=probe_samples))
-    table_path = table_path or Path(tempfile.mkdtemp(prefix="ponder-auto-")) / "table.yaml"
     import yaml
 
+    if table_from is not None:
+        data = yaml.safe_load(Path(table_from).read_text())
+    else:
+        data = asyncio.run(calibrate(dev_ps, runner, [Budget(n=w) for w in cal_widths or widths],
+                                     list(strategies) + list(adaptive), probe_samples=probe_samples))
+    table_path = table_path or Path(tempfile.mkdtemp(prefix="ponder-auto-")) / "table.yaml"
     table_path.write_text(yaml.safe_dump(data, sort_keys=False))
     table = AllocationTable.load(table_path)
     log(f"  calibrated on {dev} in {time.perf_counter() - t0:.0f} s: bins {data['calibration']['bins']}, "
@@ -211,6 +221,7 @@ def auto_vs_fixed(engine: str = "sim", dev: str = "arith:150:seed=11", test: str
         "auto_concurrency": auto_concurrency,
         "calibrated_widths": list(cal_widths or widths),
         "fixed_from": fixed_from,
+        "table_from": table_from,
         "test_bins_label": "best_of_n n=16" if fixed_from else f"best_of_n n={max(widths)}",
         "cost_unit": "Compute.cost (cache_discount as configured); raw_cost: every token computed",
         "calibration": {k: data["calibration"][k] for k in ("bins", "observed_pass1", "label", "problems")},
@@ -336,7 +347,7 @@ def main(argv: list[str] | None = None) -> None:
 
     ap = argparse.ArgumentParser(description="auto (calibrated) vs fixed strategies")
     ap.add_argument("--engine", default="sim", choices=["sim", "hf"])
-    ap.add_argument("--dev", default="arith:150:seed=11")
+    ap.add_argument("--dev", default="arith:300:seed=11")
     ap.add_argument("--test", default="arith:200:seed=7")
     ap.add_argument("--widths", default=",".join(map(str, WIDTHS)), help="fixed strategies' widths on the test set")
     ap.add_argument("--cal-widths", default=None, help="widths calibrate measures (default: --widths)")
@@ -346,8 +357,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fractions", default=",".join(f"{f:g}" for f in JOB_FRACTIONS))
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--probe-samples", type=int, default=4)
-    ap.add_argument("--auto-concurrency", type=int, default=4)
+    ap.add_argument("--auto-concurrency", type=int, default=1)
     ap.add_argument("--fixed-from", default=None, help="take the fixed strategies' figures from this earlier JSON")
+    ap.add_argument("--table-from", default=None, help="skip calibration: take this earlier run's table (YAML)")
     ap.add_argument("--difficulty-only", action="store_true", help="only fit and check the difficulty map")
     ap.add_argument("--out", default=None, help="results JSON (default bench/results/auto_vs_fixed-<engine>.json)")
     args = ap.parse_args(argv)
@@ -366,7 +378,7 @@ def main(argv: list[str] | None = None) -> None:
                         fractions=tuple(float(f) for f in args.fractions.split(",")), concurrency=args.concurrency,
                         probe_samples=args.probe_samples, auto_concurrency=args.auto_concurrency,
                         strategies=tuple(args.strategies.split(",")), fixed_from=args.fixed_from,
-                        adaptive=tuple(a for a in args.adaptive.split(";") if a),
+                        adaptive=tuple(a for a in args.adaptive.split(";") if a), table_from=args.table_from,
                         cal_widths=tuple(int(w) for w in args.cal_widths.split(",")) if args.cal_widths else None,
                         table_path=out.with_name(out.stem + "-table.yaml"))
     res["bench_s"] = round(time.perf_counter() - t0, 1)
