@@ -90,6 +90,7 @@ class Runner(SchedulerAPI):
         self.started = time.perf_counter()
         self.ledger: TokenLedger | None = None  # the ledger of the latest run(), for stats
         self.searches = {"started": 0, "finished": 0, "errors": 0, "cancelled": 0}
+        self.last_error: str | None = None  # the latest failed search's one-line error (stats)
         self.tokens = {"policy": 0, "prm": 0, "cost": 0.0}  # spent by every finished search
         self.jobs: dict[str, JobState] = {}
         self._live: dict[str, EngineContext] = {}  # search id -> its context
@@ -213,6 +214,7 @@ class Runner(SchedulerAPI):
             result = await self._search(strat, problem, ctx, cfg, deadline_s)
         except Exception as e:  # one broken search must not take down a whole job
             self.searches["errors"] += 1
+            self.last_error = f"{sid}: {error_line(e)}"
             if state is not None:
                 state.searches["errors"] += 1
             result = ctx.result(name, None, [], stop_reason="error")
@@ -404,6 +406,7 @@ class Runner(SchedulerAPI):
             "expansion_requests": self.policy.batcher.stats.requests,
             "score_requests": self.reward.batcher.stats.requests,
             "searches": dict(self.searches),
+            "last_error": self.last_error,
         }
         for role, fr in (("policy", self.policy), ("reward", self.reward)):
             st = fr.batcher.stats

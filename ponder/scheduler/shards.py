@@ -55,12 +55,14 @@ async def connect_scheduler(config: PonderConfig, name: str, owner_name: str) ->
 
 
 def _merge(reports: list[dict[str, Any]]) -> dict[str, Any]:
-    """Sum the numbers of per-shard reports (nested dicts too); other values from the first."""
+    """Sum the numbers of per-shard reports (nested dicts too); other values from the first
+    shard that has one (not None)."""
     out: dict[str, Any] = {}
     for rep in reports:
         for k, v in rep.items():
             if isinstance(v, bool) or not isinstance(v, (int, float, dict)):
-                out.setdefault(k, v)
+                if out.get(k) is None:
+                    out[k] = v
             elif isinstance(v, dict):
                 out[k] = _merge([out[k], v]) if isinstance(out.get(k), dict) else _merge([v])
             else:

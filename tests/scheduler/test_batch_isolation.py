@@ -30,6 +30,8 @@ async def test_one_bad_problem_among_forty_fails_alone():
     assert by_id["bad"].stop_reason == "error" and "arithmetic" in by_id["bad"].meta["error"]
     assert all(by_id[p.id].stop_reason != "error" for p in good)
     assert r.policy.batcher.stats.splits >= 1  # the bad request really shared a batch and was split out
+    stats = r.stats_now()  # what an operator sees: the count, and the latest failure's one line
+    assert stats["searches"]["errors"] == 1 and "arithmetic" in stats["last_error"]
 
 
 async def test_engine_unavailable_is_not_split():

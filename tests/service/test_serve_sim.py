@@ -143,7 +143,7 @@ def test_disconnect_cancels_the_search(service):
         stats = asyncio.run(sched.stats())
         if stats["searches"]["cancelled"] > before["searches"]["cancelled"] and stats["live_searches"] == 0:
             break
-        assert time.monotonic() < deadline, f"not cancelled: {stats['searches']}"
+        assert time.monotonic() < deadline, f"not cancelled: {stats['searches']}, last error {stats['last_error']}"
         time.sleep(0.2)
     sent = stats["expansion_requests"]
     time.sleep(1.0)
