@@ -293,7 +293,7 @@ def plot(res: dict[str, Any], path: Path) -> None:
     if ad:
         ax.plot([p["cost"] for p in ad], [p["accuracy"] for p in ad], "s--", color="tab:olive",
                 label="adaptive best_of_n (n<=%d, confidence %s)" % (
-                    ad[0]["n"], "/".join(r["candidate"].split("=")[-1] for r in ad)), alpha=0.8)
+                    ad[0]["n"], "/".join(r["candidate"].split("confidence=")[-1].split(",")[0] for r in ad)), alpha=0.8)
     a = res["auto"]
     ax.plot([p["cost"] for p in a], [p["accuracy"] for p in a], "k*-", ms=11, lw=2, label="auto (calibrated)")
     u = res["uniform"]
