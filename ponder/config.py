@@ -73,6 +73,11 @@ class SchedulerConfig:
     allocation_table: str | None = None  # file written by `ponder calibrate`; None: the shipped default
     probe_samples: int = 4  # difficulty probe width
     job_budget: float | None = None  # an eval job's total tokens for `auto`; None: per-query budget x problems
+    # A job ledger takes each query's grant in the order the queries came, from the spend of those
+    # at least this many places back and the grants of the ones between (`OrderedLedger`), so the
+    # grants never depend on timing; a query waits for the one this many places back to finish.
+    # None: 4 x max_concurrent_searches (fix it to get the same grants at other concurrency).
+    ledger_window: int | None = None
     # Engine calls in flight per pool; the rest wait in the scheduler, most urgent first
     # (interactive before job work). None: replicas x cluster.max_inflight_per_replica over Ray,
     # no bound in-process.
@@ -87,6 +92,8 @@ class SchedulerConfig:
         _finite("scheduler.prm_cost_ratio", self.prm_cost_ratio, 0.0)
         _finite("scheduler.cache_discount", self.cache_discount, 0.0, hi=1.0)
         _at_least("scheduler.probe_samples", self.probe_samples, 1)
+        if self.ledger_window is not None:
+            _at_least("scheduler.ledger_window", self.ledger_window, 1)
         if self.max_inflight_calls is not None:
             _at_least("scheduler.max_inflight_calls", self.max_inflight_calls, 1)
         if self.job_budget is not None and Budget.parse(self.job_budget).n is not None:

@@ -61,7 +61,7 @@ async def auto(problem: Problem, ctx: SearchContext, cfg: AutoConfig) -> SearchR
     else:
         entry, share, cap, value = table.choose(bin_name, budget, _draw(problem.id))
         # Through the door: the runtime owns the job's ledger and the order of expansions.
-        grant = ctx.regrant(share, cap, value)
+        grant = await ctx.regrant(share, cap, value)
     strat = registry.get(entry.strategy)
     if strat.name == "auto":
         raise ValueError("the allocation table cannot choose 'auto' itself")

@@ -74,12 +74,12 @@ class EngineContext(SearchContext):
     def should_stop(self) -> bool:
         return self.cancelled or self.unaffordable or self.stopped is not None or self.budget <= 0
 
-    def regrant(self, weight: float, cap: float | None = None, value: float | None = None) -> float | None:
+    async def regrant(self, weight: float, cap: float | None = None, value: float | None = None) -> float | None:
         if value is not None and self.priority[0] >= 1:  # job work: more value goes first
             self.priority = (self.priority[0], -float(value))
         if self.account is None:
             return None
-        return self.account.regrant_weighted(weight, cap)
+        return await self.account.request(weight, cap)
 
     def stop(self, reason: str) -> None:
         """End the search at its next expansion: it returns the best it has (a deadline)."""

@@ -16,10 +16,16 @@ shares see) and let its limit go higher, for a search whose spend varies from qu
 (adaptive best-of-N stops at 4 samples or at 64). The limit's excess over the expected spend is
 room no other grant can use while the query runs, so committed spend plus every open excess
 stays within the total: the job's spend cannot pass its budget by more than a first expansion.
+
+`TokenLedger` decides from what is free at the moment a query asks, which depends on which
+queries have finished; `OrderedLedger` (what the runner uses when a job's size is known) takes
+the same decisions in the queries' order from a view the order fixes, so grants do not depend on
+timing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +48,7 @@ class Account:
     closed: bool = False
     ctx: Any = None
     history: list[tuple[str, float]] = field(default_factory=list)
+    index: int = -1  # its place in the order queries opened (`OrderedLedger`)
 
     def attach(self, ctx: Any) -> None:
         """Make `ctx` (an `EngineContext`) spend against this account: its limit is the grant and
@@ -57,6 +64,11 @@ class Account:
         self.ledger.spent += cost
         self.ledger._committed += self.committed - before
         self.ledger._excess += self.excess - extra
+
+    async def request(self, weight: float, cap: float | None = None) -> float:
+        """What the door's `regrant` calls: `regrant_weighted`, or for an `OrderedLedger` the
+        same decision taken in the queries' order (it may wait for earlier queries)."""
+        return await self.ledger.request(self, weight, cap)
 
     def regrant_weighted(self, weight: float, cap: float | None = None) -> float:
         """Set the expected spend to `weight` x the fair share at opening and the limit to
@@ -124,6 +136,13 @@ class TokenLedger:
         self._open += 1
         return acct
 
+    async def admit(self, qid: str, provisional: bool = False) -> Account:
+        """`open`, as the runner calls it (an `OrderedLedger` may make it wait its turn)."""
+        return self.open(qid)
+
+    async def request(self, acct: Account, weight: float, cap: float | None = None) -> float:
+        return acct.regrant_weighted(weight, cap)
+
     def regrant(self, acct: Account, amount: float, expected: float | None = None) -> float:
         """Change an open account's limit to `amount` and what the pool holds for it to
         `expected` (default: the limit), taking more only from what is free (the limit's excess
@@ -171,3 +190,123 @@ class TokenLedger:
             "queries": len(self.accounts),
             "open": self._open,
         }
+
+
+class OrderedLedger(TokenLedger):
+    """A job ledger whose grants do not depend on timing.
+
+    A shared ledger's fair share is what is free when a query asks, and with queries in flight
+    that depends on which earlier ones have finished, so two runs of the same job could grant
+    differently. Here a query's decision (its grant when it opens, or for `auto` its regrant
+    once the probe has run) is taken in the order the queries opened, from a view that holds
+    only what the order fixes:
+
+        view_i = total - spend of queries 0 .. i-W (closed; the decision waits for them)
+                       - limits of queries i-W+1 .. i-1 (decided; the decision waits for them)
+        fair share_i = view_i / (queries - i)
+
+    W (`window`, `scheduler.ledger_window`; by default 4x the searches in flight): a query waits
+    only for the one W places before it, which has usually finished. A provisional
+    account (`auto`'s, before its probe is scored) runs under the job's mean share per query
+    and takes its real grant at its regrant. Limits of the window stand for their spend until
+    they leave it, so a job cannot overspend by more than the probes in flight; the same job
+    gets the same grants in any order of completion and at any latency."""
+
+    def __init__(self, total: float, queries: int, reserve: float = 0.5, window: int = 32):
+        super().__init__(total, queries, reserve)
+        if window < 1:
+            raise LedgerError(f"the ledger's window must be at least 1, got {window!r}")
+        self.queries = queries
+        self.window = window
+        self.order: list[Account] = []
+        self._decided: set[int] = set()
+        self._next = 0  # every query below this index has its decision
+        self._below = 0  # queries folded into _settled (closed, outside every later window)
+        self._settled = 0.0
+        self._changed = asyncio.Event()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def _gate(self, i: int) -> None:
+        """Until every query before `i` has its decision and those W or more places before it
+        have closed."""
+        while not (self._next >= i and all(a.closed for a in self.order[self._below:max(0, i - self.window + 1)])):
+            await self._changed.wait()
+
+    def _view(self, i: int) -> tuple[float, float, float]:
+        """(what is free for query i's decision, its fair share, the window's limits above what
+        they hold), from the order alone: the window's queries count at what their decision
+        holds for them, never at what they have spent so far."""
+        while self._below <= i - self.window:
+            self._settled += self.order[self._below].spent
+            self._below += 1
+        window = self.order[self._below:i]
+        held = [a.granted if a.expected < 0 else a.expected for a in window]
+        free = max(0.0, self.total - self._settled - sum(held))
+        excess = sum(a.granted - h for a, h in zip(window, held))
+        return free, free / max(1, self.queries - i), excess
+
+    def _decide(self, i: int) -> None:
+        self._decided.add(i)
+        while self._next in self._decided:
+            self._next += 1
+        self._notify()
+
+    async def admit(self, qid: str, provisional: bool = False) -> Account:
+        if qid in self.accounts:
+            raise LedgerError(f"query {qid!r} already has an account")
+        i = len(self.order)
+        acct = Account(qid, self, self.total / self.queries, self.total / self.queries, index=i)
+        self.order.append(acct)
+        self.accounts[qid] = acct
+        self._committed += acct.committed
+        self._open += 1
+        if self.unopened is not None:
+            self.unopened = max(0, self.unopened - 1)
+        if not provisional:
+            try:
+                await self._gate(i)
+            except BaseException:  # cancelled while it waited: later queries must not wait for it
+                self.close(acct)
+                raise
+            free, share, _ = self._view(i)
+            self._set(acct, min(free, share), share)
+            self._decide(i)
+        acct.history.append(("open", acct.granted))
+        return acct
+
+    def _set(self, acct: Account, granted: float, base: float, expected: float = -1.0) -> None:
+        before, extra = acct.committed, acct.excess
+        acct.granted, acct.base, acct.expected = granted, base, expected
+        self._committed += acct.committed - before
+        self._excess += acct.excess - extra
+        if acct.ctx is not None:
+            acct.ctx.limit = acct.granted
+
+    async def request(self, acct: Account, weight: float, cap: float | None = None) -> float:
+        i = acct.index
+        if acct.closed or i in self._decided:
+            raise LedgerError(f"query {acct.qid!r} already has its grant")
+        await self._gate(i)
+        free, share, excess = self._view(i)
+        # As `TokenLedger.regrant`: the expected spend within what is free (less the reserve for
+        # the queries to come), the limit's excess only from room no window query's limit claims.
+        keep = (1 - self.reserve) if i < self.queries - 1 else 1.0
+        expected = max(acct.spent, min(share * weight if cap is None else share * min(weight, cap), free * keep))
+        room = max(0.0, free - expected - excess) * keep
+        limit = expected if cap is None else max(expected, min(share * cap, expected + room))
+        self._set(acct, limit, share, expected)
+        acct.history.append(("regrant", limit))
+        self._decide(i)
+        return limit
+
+    def close(self, acct: Account) -> float:
+        refund = super().close(acct)
+        i = acct.index
+        if i not in self._decided:  # closed before its regrant: it stands at what it had
+            self._decide(i)
+        else:
+            self._notify()
+        return refund

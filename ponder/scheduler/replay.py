@@ -35,8 +35,8 @@ class ReplayContext(SearchContext):
     def should_stop(self) -> bool:
         return self.inner.should_stop()
 
-    def regrant(self, weight: float, cap: float | None = None, value: float | None = None) -> float | None:
-        return self.inner.regrant(weight, cap, value)
+    async def regrant(self, weight: float, cap: float | None = None, value: float | None = None) -> float | None:
+        return await self.inner.regrant(weight, cap, value)
 
     def _replayable(self, nodes: Sequence[Node], temperature: float | None, to_end: bool) -> bool:
         return (

@@ -25,7 +25,7 @@ from ponder.scheduler.admission import Admission, AdmissionLimits, Overloaded
 from ponder.scheduler.batcher import JOB_WORK, BatchedPolicy, BatchedReward
 from ponder.scheduler.context import EngineContext
 from ponder.scheduler.interface import SchedulerAPI, group_label
-from ponder.scheduler.ledger import Account, TokenLedger
+from ponder.scheduler.ledger import Account, OrderedLedger, TokenLedger
 from ponder.search import registry
 from ponder.search.types import Problem, SearchResult
 from ponder.tasks.grading import DEFAULT_TIMEOUT_S, verdict
@@ -46,12 +46,19 @@ def error_line(e: BaseException) -> str:
     return line if len(line) <= 300 else line[:299] + "…"
 
 
+def make_ledger(total: float, queries: int | None, window: int) -> TokenLedger:
+    """A job's ledger: ordered (grants independent of timing) when the number of queries is
+    known, else the plain one (fair share = all that is free)."""
+    return OrderedLedger(total, queries, window=window) if queries else TokenLedger(total, None)
+
+
 @dataclass(eq=False)
 class JobState:
     id: str
     ledger: TokenLedger | None = None  # the job budget, across all its keys
     group_sizes: dict[str, int] = field(default_factory=dict)
     groups: dict[str, TokenLedger] = field(default_factory=dict)  # auto's per-(strategy, budget) ledgers
+    window: int = 32  # searches in flight: the ordered ledgers' window
     live: set[str] = field(default_factory=set)  # search ids running now
     cancelled: bool = False
     searches: dict[str, int] = field(default_factory=lambda: {"started": 0, "finished": 0, "errors": 0, "cancelled": 0})
@@ -65,7 +72,7 @@ class JobState:
         label = group_label(strategy, budget.label())
         if label not in self.groups:
             n = self.group_sizes.get(label) or None
-            self.groups[label] = TokenLedger(budget.tokens * (n or 1), n)
+            self.groups[label] = make_ledger(budget.tokens * (n or 1), n, self.window)
         return self.groups[label]
 
     def report(self) -> dict[str, Any]:
@@ -128,9 +135,11 @@ class Runner(SchedulerAPI):
                        groups: dict[str, int] | None = None) -> None:
         if job_id in self.jobs:
             return
-        state = JobState(job_id, group_sizes=dict(groups or {}))
+        sc = self.config.scheduler
+        # The window: 4x the searches in flight, so that a query waits only for a straggler.
+        state = JobState(job_id, group_sizes=dict(groups or {}), window=sc.ledger_window or 4 * sc.max_concurrent_searches)
         if budget is not None:
-            state.ledger = TokenLedger(float(budget), queries or None)
+            state.ledger = make_ledger(float(budget), queries or None, state.window)
         self.jobs[job_id] = state
 
     async def close_job(self, job_id: str) -> dict[str, Any]:
@@ -189,7 +198,8 @@ class Runner(SchedulerAPI):
         sid = search_id or uuid.uuid4().hex
         if account is None and state is not None:
             ledger = state.ledger_for(strat.name, b)
-            account = ledger.open(sid) if ledger is not None else None
+            # auto's account is provisional until its probe tells the ledger what it needs
+            account = await ledger.admit(sid, provisional=strat.name == "auto") if ledger is not None else None
         if strat.name == "auto":  # the deployment's table and probe width, unless the request says
             given = params or {}
             extra: dict[str, Any] = {}

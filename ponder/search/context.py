@@ -59,12 +59,13 @@ class SearchContext(ABC):
     def should_stop(self) -> bool:
         """True when the budget is spent or the scheduler asks this search to end early."""
 
-    def regrant(self, weight: float, cap: float | None = None, value: float | None = None) -> float | None:
+    async def regrant(self, weight: float, cap: float | None = None, value: float | None = None) -> float | None:
         """Ask the runtime for `weight` x this search's fair share of a shared budget (a job's
         ledger) as the spend it expects, and `cap` x it (default: `weight`) as its limit;
         returns the new limit, or None when no shared budget applies. `value`: the accuracy
         this search's compute is expected to buy per unit of cost; among job work the runtime
-        serves the expansions of higher-value searches first."""
+        serves the expansions of higher-value searches first. It may wait for the grants of
+        searches that came before (so that grants do not depend on timing)."""
         return None
 
     # Shared helpers every algorithm uses to build its result.

@@ -131,15 +131,19 @@ async def test_auto_grant_goes_through_the_door_and_follows_the_plan(tmp_path):
     p = problems(1, level=2)[0]
     asked = []
 
+    async def door(w, cap=None, value=None):  # the door: record, grant the cap
+        asked.append((w, cap))
+        return 1000 * cap
+
     ctx = make_ctx(p, FakePolicy(p_correct=0.1), FakePRM(lo=0.02), limit=1000)
-    ctx.regrant = lambda w, cap=None, value=None: asked.append((w, cap)) or 1000 * cap  # the door: record, grant the cap
+    ctx.regrant = door
     res = await strat.fn(p, ctx, strat.make_config({"table": str(path)}))
     assert res.meta["difficulty"] in ("hard", "medium", "easy") and asked
     if res.meta["difficulty"] == "hard":
         assert res.meta["auto_strategy"] in ("best_of_n", "beam_search")
     ctx = make_ctx(p, FakePolicy(p_correct=1.0), limit=1000)
     asked.clear()
-    ctx.regrant = lambda w, cap=None, value=None: asked.append((w, cap)) or 1000 * cap
+    ctx.regrant = door
     res = await strat.fn(p, ctx, strat.make_config({"table": str(path)}))
     assert res.meta["difficulty"] == "easy" and res.meta["auto_strategy"] == "best_of_n" and res.meta["auto_n"] == 4
     # expected spend: the point's cost; limit: headroom x it (the table has no peak)
@@ -177,8 +181,8 @@ async def test_the_value_told_through_the_door_orders_job_work_waiting_for_the_e
     ps = problems(5)
     ctx = {name: EngineContext(p, policy, FakePRM()) for name, p in zip(("busy", "low", "plain", "high", "live"), ps)}
     ctx["live"].priority = (0, 0)  # an interactive search
-    assert ctx["low"].regrant(1.0, value=0.0005) is None  # no job ledger: no grant, but the order holds
-    assert ctx["high"].regrant(1.0, 2.0, value=0.002) is None
+    assert await ctx["low"].regrant(1.0, value=0.0005) is None  # no job ledger: no grant, but the order holds
+    assert await ctx["high"].regrant(1.0, 2.0, value=0.002) is None
     busy = asyncio.ensure_future(ctx["busy"].expand([Node()], 1))
     for _ in range(5):
         await asyncio.sleep(0)

@@ -27,17 +27,17 @@ def jittered(engine, method: str, rng: random.Random):
 
 
 async def run(strategy: str, budget: str, *, jitter: bool, window_ms: float, max_batch: int, searches: int,
-              params: dict | None = None):
+              params: dict | None = None, extra: list[str] | None = None, problems: list | None = None):
     cfg = PonderConfig.load("configs/sim.yaml", [f"scheduler.batch_window_ms={window_ms}",
                                                   f"scheduler.max_batch={max_batch}",
-                                                  f"scheduler.max_concurrent_searches={searches}"])
+                                                  f"scheduler.max_concurrent_searches={searches}", *(extra or [])])
     policy, reward = build_policy(cfg.policy), build_reward(cfg.reward)
     if jitter:
         rng = random.Random(strategy)
         jittered(policy, "generate", rng)
         jittered(reward, "score", rng)
     runner = Runner(policy, reward, cfg)
-    results = {p.id: r async for p, r in runner.run(PROBLEMS, strategy, budget, params)}
+    results = {p.id: r async for p, r in runner.run(problems or PROBLEMS, strategy, budget, params)}
     return {k: (r.answer, r.trajectory, r.stop_reason, r.compute, [c.score for c in r.candidates])
             for k, r in sorted(results.items())}
 
