@@ -39,10 +39,14 @@ def _cpu(quick: bool) -> dict[str, Any]:
     return out
 
 
-def _auto(quick: bool, engine: str) -> dict[str, Any]:
+def _path(folder: Path, name: str, engine: str, suffix: str) -> Path:
+    """Where a part's results go: `auto` by engine (the summary's row is the simulator's)."""
+    return folder / (f"auto_vs_fixed-{engine}{suffix}.json" if name == "auto" else f"{name}{suffix}.json")
+
+
+def _auto(quick: bool, engine: str, out: Path) -> dict[str, Any]:
     from bench.auto_vs_uniform import auto_vs_fixed, plot
 
-    out = RESULTS / f"auto_vs_fixed-{engine}{'-quick' if quick else ''}.json"
     if quick:
         res = auto_vs_fixed(engine, "arith:24:seed=11", "arith:24:seed=7", widths=(4, 16), fractions=(0.25,),
                             probe_samples=2, table_path=out.with_name(out.stem + "-table.yaml"))
@@ -56,7 +60,6 @@ def _auto(quick: bool, engine: str) -> dict[str, Any]:
         from bench.auto_vs_uniform import ADAPTIVE
 
         res = auto_vs_fixed("sim", probe_samples=2, adaptive=ADAPTIVE, table_path=out.with_name(out.stem + "-table.yaml"))
-    out.write_text(json.dumps(res, indent=1) + "\n")
     plot(res, out.with_suffix(".png"))
     return res
 
@@ -169,15 +172,15 @@ def main(argv: list[str] | None = None) -> None:
     for name in what:
         print(f"== {name}{' (quick)' if args.quick else ''}", flush=True)
         t = time.perf_counter()
+        path = _path(args.out, name, args.engine, suffix)
         res[name] = _sched(args.quick) if name == "sched" else _cpu(args.quick) if name == "cpu" else _auto(
-            args.quick, args.engine)
+            args.quick, args.engine, path)
         res[name]["bench_s"] = round(time.perf_counter() - t, 1)
-        engine = "-hf" if name == "auto" and args.engine == "hf" else ""  # the summary's auto is the simulator's
-        (args.out / f"{name}{engine}{suffix}.json").write_text(json.dumps(res[name], indent=1) + "\n")
-    if args.engine == "hf":
-        res.pop("auto", None)  # written to auto-hf.json; the summary's row is the simulator's
+        path.write_text(json.dumps(res[name], indent=1) + "\n")
+    if args.engine != "sim":
+        res.pop("auto", None)  # the summary's row is the simulator's
     for name in ("sched", "cpu", "auto"):  # the table also shows earlier results of the parts not run now
-        path = args.out / f"{name}{suffix}.json"
+        path = _path(args.out, name, "sim", suffix)
         if name not in res and path.exists():
             res[name] = json.loads(path.read_text())
     md = table({k: res[k] for k in ("sched", "cpu", "auto") if k in res})

@@ -139,12 +139,23 @@ class Plan:
     mix_up: dict[str, float] = field(default_factory=dict)
     accuracy: float = 0.0  # expected, mix-weighted
     cost: float = 0.0
+    hulls: dict[str, list[Point]] = field(default_factory=dict)  # per bin, what the plan walked
 
     def point(self, bin_name: str, u: float = 0.0) -> Point:
         """The bin's point for a query whose uniform draw is `u` in [0, 1)."""
         if bin_name in self.high and u < self.mix_up.get(bin_name, 0.0):
             return self.high[bin_name]
         return self.low[bin_name]
+
+    def value(self, bin_name: str, point: Point) -> float:
+        """What the compute of a query at `point` buys, per unit of cost, at the margin: the
+        slope of the bin's hull segment that ends at the point (the last upgrade the plan paid
+        for it). 0 at the bin's cheapest point (the plan bought it nothing above the minimum)."""
+        h = self.hulls.get(bin_name, [])
+        for lo, hi in zip(h, h[1:]):
+            if hi == point:
+                return max(0.0, (hi.accuracy - lo.accuracy) / max(hi.cost - lo.cost, 1e-9))
+        return 0.0
 
 
 def optimise(curves: dict[str, list[Point]], mix: dict[str, float], budget: float) -> Plan:
@@ -160,7 +171,7 @@ def optimise(curves: dict[str, list[Point]], mix: dict[str, float], budget: floa
     hulls = {b: hull(curves[b]) for b in names}
     at = {b: 0 for b in names}
     cost = sum(mix.get(b, 0.0) * hulls[b][0].cost for b in names)
-    plan = Plan({b: hulls[b][0] for b in names})
+    plan = Plan({b: hulls[b][0] for b in names}, hulls=hulls)
     while True:
         ups = []
         for b in names:
@@ -194,17 +205,6 @@ class Choice(NamedTuple):
     share: float  # the spend the ledger holds for the query, x its fair share
     cap: float  # its limit, x its fair share
     value: float | None = None  # accuracy per unit of cost its compute buys (the scheduler's order)
-
-
-def marginal_value(curve: list[Point], point: Point) -> float:
-    """What the compute of a query at `point` buys, per unit of cost, at the margin: the slope of
-    the bin's hull segment that ends at the point (the last upgrade the plan paid for it). 0 at
-    the bin's cheapest point (the plan bought it nothing above the minimum) or off the hull."""
-    h = hull(curve)
-    for lo, hi in zip(h, h[1:]):
-        if hi == point:
-            return max(0.0, (hi.accuracy - lo.accuracy) / max(hi.cost - lo.cost, 1e-9))
-    return 0.0
 
 
 @dataclass
@@ -257,11 +257,12 @@ class AllocationTable:
         share its mean cost / budget (what the ledger holds for it) and the cap the larger of
         headroom x that and its dev peak / budget (its limit: an adaptive search's spend varies
         by query, and cutting the dear ones short loses the answers the plan paid for); the
-        value, the accuracy per cost of the point's last upgrade (`marginal_value`)."""
+        value, the accuracy per cost of the point's last upgrade (`Plan.value`)."""
         cost = self.budget_cost(budget)
         if self.optimised and cost is not None and self.curves.get(bin_name):
-            point = self.plan(max(cost, 0.0)).point(bin_name, u)  # nothing left: the cheapest point
-            value = marginal_value(self.curves[bin_name], point)
+            plan = self.plan(max(cost, 0.0))
+            point = plan.point(bin_name, u)  # nothing left: the cheapest point
+            value = plan.value(bin_name, point)
             if cost <= 0:
                 return Choice(point.entry(), 1.0, 1.0, value)
             return Choice(point.entry(), point.cost / cost, max(self.headroom * point.cost, point.peak) / cost, value)

@@ -49,6 +49,7 @@ class Account:
     ctx: Any = None
     history: list[tuple[str, float]] = field(default_factory=list)
     index: int = -1  # its place in the order queries opened (`OrderedLedger`)
+    decided: bool = False  # its ordered decision is taken (`OrderedLedger`)
 
     def attach(self, ctx: Any) -> None:
         """Make `ctx` (an `EngineContext`) spend against this account: its limit is the grant and
@@ -123,15 +124,17 @@ class TokenLedger:
         return self.free / max(1, self.unopened or 1)
 
     def open(self, qid: str, weight: float = 1.0) -> Account:
-        if qid in self.accounts:
-            raise LedgerError(f"query {qid!r} already has an account")
         base = self.fair_share()
-        grant = min(self.free, base * weight)
+        acct = self._register(Account(qid, self, min(self.free, base * weight), base))
+        acct.history.append(("open", acct.granted))
+        return acct
+
+    def _register(self, acct: Account) -> Account:
+        if acct.qid in self.accounts:
+            raise LedgerError(f"query {acct.qid!r} already has an account")
         if self.unopened is not None:
             self.unopened = max(0, self.unopened - 1)
-        acct = Account(qid, self, grant, base)
-        acct.history.append(("open", grant))
-        self.accounts[qid] = acct
+        self.accounts[acct.qid] = acct
         self._committed += acct.committed
         self._open += 1
         return acct
@@ -202,13 +205,17 @@ class OrderedLedger(TokenLedger):
     only what the order fixes:
 
         view_i = total - spend of queries 0 .. i-W (closed; the decision waits for them)
-                       - limits of queries i-W+1 .. i-1 (decided; the decision waits for them)
+                       - what the decisions of queries i-W+1 .. i-1 hold (their expected
+                         spend; the decision waits for them to be taken)
         fair share_i = view_i / (queries - i)
+
+    and, as in `TokenLedger.regrant`, a limit's excess over its expected spend comes only from
+    room the window's excesses do not claim.
 
     W (`window`, `scheduler.ledger_window`; by default 4x the searches in flight): a query waits
     only for the one W places before it, which has usually finished. A provisional
     account (`auto`'s, before its probe is scored) runs under the job's mean share per query
-    and takes its real grant at its regrant. Limits of the window stand for their spend until
+    and takes its real grant at its regrant. The window's holds stand for their spend until
     they leave it, so a job cannot overspend by more than the probes in flight; the same job
     gets the same grants in any order of completion and at any latency."""
 
@@ -219,7 +226,6 @@ class OrderedLedger(TokenLedger):
         self.queries = queries
         self.window = window
         self.order: list[Account] = []
-        self._decided: set[int] = set()
         self._next = 0  # every query below this index has its decision
         self._below = 0  # queries folded into _settled (closed, outside every later window)
         self._settled = 0.0
@@ -252,9 +258,9 @@ class OrderedLedger(TokenLedger):
         free = max(0.0, self.total - self._settled - self._held)
         return free, free / max(1, self.queries - i), max(0.0, self._over)
 
-    def _decide(self, i: int) -> None:
-        self._decided.add(i)
-        while self._next in self._decided:
+    def _decide(self, acct: Account) -> None:
+        acct.decided = True
+        while self._next < len(self.order) and self.order[self._next].decided:
             a = self.order[self._next]
             self._held += _held(a)
             self._over += a.granted - _held(a)
@@ -262,16 +268,10 @@ class OrderedLedger(TokenLedger):
         self._notify()
 
     async def admit(self, qid: str, provisional: bool = False) -> Account:
-        if qid in self.accounts:
-            raise LedgerError(f"query {qid!r} already has an account")
         i = len(self.order)
-        acct = Account(qid, self, self.total / self.queries, self.total / self.queries, index=i)
+        mean = self.total / self.queries
+        acct = self._register(Account(qid, self, mean, mean, index=i))
         self.order.append(acct)
-        self.accounts[qid] = acct
-        self._committed += acct.committed
-        self._open += 1
-        if self.unopened is not None:
-            self.unopened = max(0, self.unopened - 1)
         if not provisional:
             try:
                 await self._gate(i)
@@ -280,7 +280,7 @@ class OrderedLedger(TokenLedger):
                 raise
             free, share, _ = self._view(i)
             self._set(acct, min(free, share), share)
-            self._decide(i)
+            self._decide(acct)
         acct.history.append(("open", acct.granted))
         return acct
 
@@ -294,7 +294,7 @@ class OrderedLedger(TokenLedger):
 
     async def request(self, acct: Account, weight: float, cap: float | None = None) -> float:
         i = acct.index
-        if acct.closed or i in self._decided:
+        if acct.closed or acct.decided:
             raise LedgerError(f"query {acct.qid!r} already has its grant")
         await self._gate(i)
         free, share, excess = self._view(i)
@@ -306,14 +306,13 @@ class OrderedLedger(TokenLedger):
         limit = expected if cap is None else max(expected, min(share * cap, expected + room))
         self._set(acct, limit, share, expected)
         acct.history.append(("regrant", limit))
-        self._decide(i)
+        self._decide(acct)
         return limit
 
     def close(self, acct: Account) -> float:
         refund = super().close(acct)
-        i = acct.index
-        if i not in self._decided:  # closed before its regrant: it stands at what it had
-            self._decide(i)
+        if not acct.decided:  # closed before its regrant: it stands at what it had
+            self._decide(acct)
         else:
             self._notify()
         return refund
