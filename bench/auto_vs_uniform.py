@@ -103,11 +103,14 @@ def auto_vs_fixed(engine: str = "sim", dev: str = "arith:300:seed=11", test: str
     width, and `auto` (the calibrated table) at job budgets that are fractions of best-of-64's
     cost; and the calibration's own check (test problems per bin, observed pass@1 per bin).
 
-    `auto` runs at `auto_concurrency` (default 1): a query plans with its fair share of what the
-    job's ledger has left, and with queries in flight that share depends on which of them
-    finished first, so only one at a time makes the figures reproducible (two runs give the
-    same answers). Many concurrent searches in a small job also lower the fair share the later
-    ones plan with (at 32 of 200, auto spent ~12% under its budget).
+    `auto` runs at `auto_concurrency` (default 1). The job's ordered ledger decides each
+    query's grant in the order the queries came, so the figures do not depend on which query
+    finished first; they do depend on its window (4x the searches in flight): the last window's
+    queries count at what their grants hold, not at what they spent, so more in flight leaves
+    more of the budget unspent (at 8 in flight, 2-10%).
+
+    `fixed_from` takes the fixed strategies' test figures (and adaptive best-of-N's) from an
+    earlier run on the same test set; widths that run lacks are measured here.
 
     `table_from` skips calibration and takes an earlier run's table (its dev set must not be
     the test set), to measure `auto` at other budgets without recalibrating."""
@@ -142,17 +145,27 @@ def auto_vs_fixed(engine: str = "sim", dev: str = "arith:300:seed=11", test: str
         prev = json.loads(Path(fixed_from).read_text())
         if prev["test"] != test or prev["engine"] != engine:
             raise ValueError(f"{fixed_from} is for {prev['engine']} / {prev['test']}, not {engine} / {test}")
-        fixed = {s: c for s, c in prev["fixed"].items() if s in strategies}
-        bo64 = asyncio.run(_results(runner, test_ps, "best_of_n", "n=16"))  # labels for the test bins only
-    for s in (() if fixed_from is not None else strategies):
+        fixed = {s: [p for p in c if p["n"] in widths] for s, c in prev["fixed"].items() if s in strategies}
+    for s in strategies:  # every width the earlier run lacks is measured here
         for w in widths:
+            if any(p["n"] == w for p in fixed.get(s, [])):
+                continue
             res = asyncio.run(_results(runner, test_ps, s, f"n={w}"))
             fixed.setdefault(s, []).append({"n": w, **_summary(list(res.values()))})
             if s == "best_of_n" and w == max(widths):
                 bo64 = res
+        fixed[s].sort(key=lambda p: p["n"])
         log(f"  {s}: " + ", ".join(f"n={p['n']} {p['accuracy']:.3f}@{p['cost']:.0f}" for p in fixed[s]))
+    measured_bo64 = bo64 is not None
+    if bo64 is None:  # best-of-64 came from the earlier run: labels for the test bins only
+        bo64 = asyncio.run(_results(runner, test_ps, "best_of_n", "n=16"))
     adaptive_rows = []
     for spec in adaptive:  # adaptive best-of-N alone, capped at the widest width
+        done = [r for r in prev.get("adaptive", []) if r["candidate"] == spec and r["n"] == max(widths)] \
+            if fixed_from is not None else []
+        if done:
+            adaptive_rows.append(done[0])
+            continue
         name, own = candidate(spec)
         res = asyncio.run(_results(runner, test_ps, name, f"n={max(widths)}", own))
         adaptive_rows.append({"candidate": spec, "n": max(widths), **_summary(list(res.values()))})
@@ -222,7 +235,7 @@ def auto_vs_fixed(engine: str = "sim", dev: str = "arith:300:seed=11", test: str
         "calibrated_widths": list(cal_widths or widths),
         "fixed_from": fixed_from,
         "table_from": table_from,
-        "test_bins_label": "best_of_n n=16" if fixed_from else f"best_of_n n={max(widths)}",
+        "test_bins_label": f"best_of_n n={max(widths)}" if measured_bo64 else "best_of_n n=16",
         "cost_unit": "Compute.cost (cache_discount as configured); raw_cost: every token computed",
         "calibration": {k: data["calibration"][k] for k in ("bins", "observed_pass1", "label", "problems")},
         "difficulty_map": data.get("difficulty_map"),
@@ -354,11 +367,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--strategies", default=",".join(STRATEGIES))
     ap.add_argument("--adaptive", default=";".join(ADAPTIVE),
                     help="extra calibrate candidates, ';'-separated (name:key=value,...); '' for none")
-    ap.add_argument("--fractions", default=",".join(f"{f:g}" for f in JOB_FRACTIONS))
+    ap.add_argument("--fractions", default=",".join(f"{f:g}" for f in JOB_FRACTIONS),
+                    help="job budgets as fractions of best-of-64's cost ('' for none: fixed strategies only)")
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--probe-samples", type=int, default=4)
     ap.add_argument("--auto-concurrency", type=int, default=1)
-    ap.add_argument("--fixed-from", default=None, help="take the fixed strategies' figures from this earlier JSON")
+    ap.add_argument("--fixed-from", default=None,
+                    help="take the fixed strategies' figures from this earlier JSON (widths it lacks are measured)")
     ap.add_argument("--table-from", default=None, help="skip calibration: take this earlier run's table (YAML)")
     ap.add_argument("--difficulty-only", action="store_true", help="only fit and check the difficulty map")
     ap.add_argument("--out", default=None, help="results JSON (default bench/results/auto_vs_fixed-<engine>.json)")
@@ -375,7 +390,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"wrote {out} and {out.with_suffix('.png')}")
         return
     res = auto_vs_fixed(args.engine, args.dev, args.test, widths=tuple(int(w) for w in args.widths.split(",")),
-                        fractions=tuple(float(f) for f in args.fractions.split(",")), concurrency=args.concurrency,
+                        fractions=tuple(float(f) for f in args.fractions.split(",") if f), concurrency=args.concurrency,
                         probe_samples=args.probe_samples, auto_concurrency=args.auto_concurrency,
                         strategies=tuple(args.strategies.split(",")), fixed_from=args.fixed_from,
                         adaptive=tuple(a for a in args.adaptive.split(";") if a), table_from=args.table_from,
