@@ -139,6 +139,7 @@ def auto_vs_fixed(engine: str = "sim", dev: str = "arith:300:seed=11", test: str
     t0 = time.perf_counter()
     fixed: dict[str, list[dict[str, Any]]] = {}
     bo64 = None
+    prev: dict[str, Any] = {}  # the earlier run `fixed_from` names
     if fixed_from is not None:  # the fixed strategies' test figures from an earlier run on the same test set
         import json
 
@@ -156,13 +157,12 @@ def auto_vs_fixed(engine: str = "sim", dev: str = "arith:300:seed=11", test: str
                 bo64 = res
         fixed[s].sort(key=lambda p: p["n"])
         log(f"  {s}: " + ", ".join(f"n={p['n']} {p['accuracy']:.3f}@{p['cost']:.0f}" for p in fixed[s]))
-    measured_bo64 = bo64 is not None
+    bins_label = f"best_of_n n={max(widths)}"
     if bo64 is None:  # best-of-64 came from the earlier run: labels for the test bins only
-        bo64 = asyncio.run(_results(runner, test_ps, "best_of_n", "n=16"))
+        bins_label, bo64 = "best_of_n n=16", asyncio.run(_results(runner, test_ps, "best_of_n", "n=16"))
     adaptive_rows = []
     for spec in adaptive:  # adaptive best-of-N alone, capped at the widest width
-        done = [r for r in prev.get("adaptive", []) if r["candidate"] == spec and r["n"] == max(widths)] \
-            if fixed_from is not None else []
+        done = [r for r in prev.get("adaptive", []) if r["candidate"] == spec and r["n"] == max(widths)]
         if done:
             adaptive_rows.append(done[0])
             continue
@@ -235,7 +235,7 @@ def auto_vs_fixed(engine: str = "sim", dev: str = "arith:300:seed=11", test: str
         "calibrated_widths": list(cal_widths or widths),
         "fixed_from": fixed_from,
         "table_from": table_from,
-        "test_bins_label": f"best_of_n n={max(widths)}" if measured_bo64 else "best_of_n n=16",
+        "test_bins_label": bins_label,
         "cost_unit": "Compute.cost (cache_discount as configured); raw_cost: every token computed",
         "calibration": {k: data["calibration"][k] for k in ("bins", "observed_pass1", "label", "problems")},
         "difficulty_map": data.get("difficulty_map"),
@@ -295,6 +295,8 @@ def difficulty_check(engine: str = "hf", dev: str = "arith:150:seed=11", test: s
 def plot(res: dict[str, Any], path: Path) -> None:
     import matplotlib
 
+    from ponder.scheduler.calibrate import candidate
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -306,7 +308,7 @@ def plot(res: dict[str, Any], path: Path) -> None:
     if ad:
         ax.plot([p["cost"] for p in ad], [p["accuracy"] for p in ad], "s--", color="tab:olive",
                 label="adaptive best_of_n (n<=%d, confidence %s)" % (
-                    ad[0]["n"], "/".join(r["candidate"].split("confidence=")[-1].split(",")[0] for r in ad)), alpha=0.8)
+                    ad[0]["n"], "/".join(str(candidate(r["candidate"])[1].get("confidence")) for r in ad)), alpha=0.8)
     a = res["auto"]
     ax.plot([p["cost"] for p in a], [p["accuracy"] for p in a], "k*-", ms=11, lw=2, label="auto (calibrated)")
     u = res["uniform"]

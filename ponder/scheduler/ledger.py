@@ -63,8 +63,7 @@ class Account:
         before, extra = self.committed, self.excess
         self.spent += cost
         self.ledger.spent += cost
-        self.ledger._committed += self.committed - before
-        self.ledger._excess += self.excess - extra
+        self.ledger._book(self, before, extra)
 
     async def request(self, weight: float, cap: float | None = None) -> float:
         """What the door's `regrant` calls: `regrant_weighted`, or for an `OrderedLedger` the
@@ -83,9 +82,14 @@ class Account:
         return self.granted - self.spent
 
     @property
+    def held(self) -> float:
+        """What its grant holds in the pool: the expected spend, or the grant when none was set."""
+        return self.granted if self.expected < 0 else self.expected
+
+    @property
     def committed(self) -> float:
         # An open account holds its expected spend (or its spend, if it spent more).
-        return self.spent if self.closed else max(self.granted if self.expected < 0 else self.expected, self.spent)
+        return self.spent if self.closed else max(self.held, self.spent)
 
     @property
     def excess(self) -> float:
@@ -153,19 +157,23 @@ class TokenLedger:
         attached context sees the new limit at once; returns it."""
         if acct.closed:
             raise LedgerError(f"query {acct.qid!r} is closed")
-        spare = self.free * (1 - self.reserve) if self.unopened else self.free
+        keep = (1 - self.reserve) if self.unopened else 1.0
         before, extra = acct.committed, acct.excess
-        want = amount if expected is None else min(expected, amount)
-        acct.expected = max(acct.spent, min(want, acct.committed + spare))
-        self._committed += acct.committed - before
-        room = max(0.0, self.total - self.committed - (self._excess - extra))
-        room *= (1 - self.reserve) if self.unopened else 1.0  # the same reserve for queries to come
-        acct.granted = max(acct.expected, min(amount, acct.expected + room)) if expected is not None else acct.expected
-        self._excess += acct.excess - extra
+        others = self.committed - before
+        acct.expected, acct.granted = decision(
+            acct.spent, amount if expected is None else min(expected, amount), None if expected is None else amount,
+            avail=before + self.free * keep, unclaimed=self.total - others - (self._excess - extra), keep=keep)
+        self._book(acct, before, extra)
         acct.history.append(("regrant", acct.granted))
+        return acct.granted
+
+    def _book(self, acct: Account, before: float, extra: float) -> None:
+        """Keep the running totals after `acct` moved from (committed, excess) = (before, extra);
+        the attached context sees the account's limit."""
+        self._committed += acct.committed - before
+        self._excess += acct.excess - extra
         if acct.ctx is not None:
             acct.ctx.limit = acct.granted
-        return acct.granted
 
     def close(self, acct: Account) -> float:
         """The search finished: what it did not spend goes back to the pool (returned)."""
@@ -174,8 +182,7 @@ class TokenLedger:
         refund = acct.committed - acct.spent  # what the pool held for it and gets back
         before, extra = acct.committed, acct.excess
         acct.closed = True
-        self._committed += acct.committed - before
-        self._excess -= extra
+        self._book(acct, before, extra)
         self._open -= 1
         if refund > 0:
             self.refunded += refund
@@ -251,8 +258,8 @@ class OrderedLedger(TokenLedger):
         holds for them, never at what they have spent so far."""
         while self._below <= i - self.window:
             a = self.order[self._below]
-            self._held -= _held(a)
-            self._over -= a.granted - _held(a)
+            self._held -= a.held
+            self._over -= a.granted - a.held
             self._settled += a.spent
             self._below += 1
         free = max(0.0, self.total - self._settled - self._held)
@@ -262,8 +269,8 @@ class OrderedLedger(TokenLedger):
         acct.decided = True
         while self._next < len(self.order) and self.order[self._next].decided:
             a = self.order[self._next]
-            self._held += _held(a)
-            self._over += a.granted - _held(a)
+            self._held += a.held
+            self._over += a.granted - a.held
             self._next += 1
         self._notify()
 
@@ -287,10 +294,7 @@ class OrderedLedger(TokenLedger):
     def _set(self, acct: Account, granted: float, base: float, expected: float = -1.0) -> None:
         before, extra = acct.committed, acct.excess
         acct.granted, acct.base, acct.expected = granted, base, expected
-        self._committed += acct.committed - before
-        self._excess += acct.excess - extra
-        if acct.ctx is not None:
-            acct.ctx.limit = acct.granted
+        self._book(acct, before, extra)
 
     async def request(self, acct: Account, weight: float, cap: float | None = None) -> float:
         i = acct.index
@@ -298,12 +302,11 @@ class OrderedLedger(TokenLedger):
             raise LedgerError(f"query {acct.qid!r} already has its grant")
         await self._gate(i)
         free, share, excess = self._view(i)
-        # As `TokenLedger.regrant`: the expected spend within what is free (less the reserve for
-        # the queries to come), the limit's excess only from room no window query's limit claims.
+        # `TokenLedger.regrant`'s rule over the ordered view instead of what is free right now.
         keep = (1 - self.reserve) if i < self.queries - 1 else 1.0
-        expected = max(acct.spent, min(share * weight if cap is None else share * min(weight, cap), free * keep))
-        room = max(0.0, free - expected - excess) * keep
-        limit = expected if cap is None else max(expected, min(share * cap, expected + room))
+        expected, limit = decision(acct.spent, share * (weight if cap is None else min(weight, cap)),
+                                   None if cap is None else share * cap,
+                                   avail=free * keep, unclaimed=free - excess, keep=keep)
         self._set(acct, limit, share, expected)
         acct.history.append(("regrant", limit))
         self._decide(acct)
@@ -318,6 +321,13 @@ class OrderedLedger(TokenLedger):
         return refund
 
 
-def _held(a: Account) -> float:
-    """What an ordered decision holds for a query: its expected spend, or its grant."""
-    return a.granted if a.expected < 0 else a.expected
+def decision(spent: float, want: float, limit: float | None, *, avail: float, unclaimed: float,
+             keep: float) -> tuple[float, float]:
+    """A regrant's (expected spend, limit), both ledgers' rule: the expected spend is `want`
+    within `avail` and never below what is spent; the limit is `limit` (None: the expected
+    spend), its excess over the expected spend only from `unclaimed` (the room no other open
+    limit claims) less the expected spend, times `keep` (the reserve for queries to come)."""
+    expected = max(spent, min(want, avail))
+    if limit is None:
+        return expected, expected
+    return expected, max(expected, min(limit, expected + max(0.0, unclaimed - expected) * keep))
