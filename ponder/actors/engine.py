@@ -64,6 +64,10 @@ class ScoreResult:
     rewards: list[float]  # one per step, in [0, 1]: P(solution still correct after this step)
     tokens: int  # PRM tokens the request covers (the whole sequence read)
     cached_tokens: int = 0  # of `tokens`, the prefix reused from the engine's cache (not computed)
+    # PRM tokens through each step, from engines whose PRM is causal (a step's reward reads only
+    # the path up to that step): the path cut after step k would score rewards[:k+1] over
+    # prefix_tokens[k] tokens, so one scored path scores its prefixes too. None: not known.
+    prefix_tokens: list[int] | None = None
 
 
 @dataclass

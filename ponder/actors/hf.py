@@ -126,6 +126,14 @@ class PRMConvention:
         bounds = [next((i for i, a in enumerate(starts) if a >= e), len(starts)) for e in ends]
         return list(enc.input_ids), first, bounds
 
+    def prefix_tokens(self, ids: list[int]) -> list[int]:
+        """A tagged input's length had it stopped after each step: through that step's tag, plus
+        what follows the last tag (a chat template's turn end). The models read causally, so a
+        step's reward there is the one read at its tag here."""
+        tags = [i for i, t in enumerate(ids) if t == self.step_tag_id]
+        tail = len(ids) - tags[-1] - 1 if tags else 0
+        return [i + 1 + tail for i in tags]
+
     def input_ids(self, tokenizer: Any, problem: str, steps: list[str]) -> list[int]:
         if self.style == "classifier" and getattr(tokenizer, "chat_template", None):
             answer = "".join(s.replace(self.step_tag, "") + self.step_tag for s in steps)
@@ -768,22 +776,26 @@ class HFReward:
             rewards = per_position[tags].tolist()
             if len(rewards) != len(r.steps):  # a step that itself holds the tag text
                 raise ValueError(f"PRM input has {len(rewards)} step tags for {len(r.steps)} steps")
-            results.append(ScoreResult(rewards=rewards, tokens=len(s), cached_tokens=cached))
+            results.append(ScoreResult(rewards=rewards, tokens=len(s), cached_tokens=cached,
+                                       prefix_tokens=self.conv.prefix_tokens(s)))
         return results
 
     def _score_implicit(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
-        return [ScoreResult(rewards=torch.sigmoid(self.conv.beta * q).tolist(), tokens=2 * n, cached_tokens=2 * r)
-                for q, n, r in self._implicit(requests)]
+        # q_k sums the log ratios through step k's delimiter: a causal read of that prefix (both
+        # models read it, hence 2x its length).
+        return [ScoreResult(rewards=torch.sigmoid(self.conv.beta * q).tolist(), tokens=2 * n, cached_tokens=2 * r,
+                            prefix_tokens=[2 * e for e in ends])
+                for q, n, r, ends in self._implicit(requests)]
 
     def q_values(self, requests: list[ScoreRequest]) -> list[tuple[torch.Tensor, int]]:
         """An implicit PRM's (q_k per step before beta and the sigmoid, input length) per request."""
-        return [(q, n) for q, n, _ in self._implicit(requests)]
+        return [(q, n) for q, n, _, _ in self._implicit(requests)]
 
-    def _implicit(self, requests: list[ScoreRequest]) -> list[tuple[torch.Tensor, int, int]]:
-        """(q_k per step, input length, tokens reused per model) per request."""
+    def _implicit(self, requests: list[ScoreRequest]) -> list[tuple[torch.Tensor, int, int, list[int]]]:
+        """(q_k per step, input length, tokens reused per model, each step's end) per request."""
         spans = [self.conv.step_spans(self.tokenizer, r.problem, r.steps) for r in requests]
         values, reused = self._values([s[0] for s in spans], [first for _, first, _ in spans])
-        return [(cumulative_q(cum, first, ends), len(seq), cached)
+        return [(cumulative_q(cum, first, ends), len(seq), cached, ends)
                 for (seq, first, ends), cum, cached in zip(spans, values, reused)]
 
     def _values(self, seqs: list[list[int]], heads: list[int] | None = None) -> tuple[list[torch.Tensor], list[int]]:

@@ -686,5 +686,5 @@ class SimReward:
             noise = keyed_rng("prm", s.seed, req.problem, tuple(req.steps[: i + 1])).gauss(0.0, 1.0)
             logit = s.center + (self.separation / 2 if good else -self.separation / 2) + noise
             rewards.append(1 / (1 + math.exp(-s.scale * logit)))
-        tokens = count_tokens(req.problem) + sum(count_tokens(step) for step in req.steps)
-        return ScoreResult(rewards=rewards, tokens=tokens)
+        prefix = list(itertools.accumulate((count_tokens(step) for step in req.steps), initial=count_tokens(req.problem)))
+        return ScoreResult(rewards=rewards, tokens=prefix[-1], prefix_tokens=prefix[1:])  # each reward reads its prefix

@@ -319,7 +319,8 @@ class VLLMReward:
         rewards = [float(x) for x in data.reshape(-1).tolist()]
         if len(rewards) != len(req.steps):
             raise ValueError(f"PRM input has {len(rewards)} step tags for {len(req.steps)} steps")
-        return ScoreResult(rewards=rewards, tokens=len(ids), cached_tokens=int(final.num_cached_tokens or 0))
+        return ScoreResult(rewards=rewards, tokens=len(ids), cached_tokens=int(final.num_cached_tokens or 0),
+                           prefix_tokens=self.convention.prefix_tokens(ids))
 
     def close(self) -> None:
         self.engine.shutdown()

@@ -8,7 +8,7 @@
                                                                (when the runner gave an account)
     value  <- the point's marginal accuracy per cost, through ctx.regrant too
                                                                (the scheduler serves high value first)
-    result <- entry.strategy, starting from the probe's samples (replay.ReplayContext)
+    result <- entry.strategy, handed the probe's samples and steps first (replay.ReplayContext)
 
 What the search does not spend of its grant (an early stop, a cheap point) goes back to the
 job's ledger when it closes, and raises the fair share of every query after it.
@@ -37,7 +37,7 @@ class AutoConfig:
     table: str | None = None  # allocation table YAML (the runner passes scheduler.allocation_table); None: the shipped one
     strategy: str | None = None  # run this strategy after the probe whatever the table says (`ponder calibrate`)
     strategy_params: dict | None = None  # its parameters (with `strategy`)
-    merge_probe: bool = True  # probe samples the strategy did not reuse join the final PRM-weighted vote
+    merge_probe: bool = True  # probe solutions the strategy never reached join the final PRM-weighted vote
 
     def validate(self) -> None:
         if self.n is not None and self.n < 1:
@@ -74,8 +74,9 @@ async def auto(problem: Problem, ctx: SearchContext, cfg: AutoConfig) -> SearchR
     replay = ReplayContext(ctx, pr.samples, ctx.temperature)
     result = await strat.fn(problem, replay, inner_cfg)
     merged = 0
-    if cfg.merge_probe and replay.replayed < len(pr.samples) and result.stop_reason != "error":
-        merged = _merge_probe(result, pr.samples[replay.replayed:])
+    unused = replay.unused()
+    if cfg.merge_probe and unused and result.stop_reason != "error":
+        merged = _merge_probe(result, unused)
     result.strategy = "auto"
     result.meta.update(
         {
@@ -88,6 +89,7 @@ async def auto(problem: Problem, ctx: SearchContext, cfg: AutoConfig) -> SearchR
             "estimate": pr.estimate,
             "probe_samples": len(pr.samples),
             "probe_reused": replay.replayed,
+            "probe_steps_reused": replay.replayed_steps,
             "probe_merged": merged,
             "share": share,
         }

@@ -200,9 +200,11 @@ class EngineContext(SearchContext):
                 results = []
             reused = 0
             for node, res in zip(todo, results):
+                reused += min(res.tokens, _scored_prefix(node))
                 node.rewards = list(res.rewards)
                 node.prm_tokens = res.tokens
-                reused += min(res.tokens, _scored_prefix(node))
+                if res.prefix_tokens:
+                    _score_prefixes(node, res.rewards, res.prefix_tokens)
             if results:
                 self._charge(prm_tokens=sum(r.tokens for r in results), prm_cached_tokens=reused,
                              engine_cached_tokens=sum(r.cached_tokens for r in results), score_calls=len(results))
@@ -213,6 +215,20 @@ class EngineContext(SearchContext):
 def _mix(*parts: object) -> int:
     """A 63-bit hash of `parts` (stable across processes, unlike `hash`)."""
     return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "little") >> 1
+
+
+def _score_prefixes(node: Node, rewards: Sequence[float], prefix_tokens: Sequence[int]) -> None:
+    """A causal PRM's read of a path is also its read of every prefix: the unscored steps above
+    `node` (a to_end chain's) take their rewards and lengths from it, at no cost, so a search
+    that later meets them (the probe's chains, replayed) does not score them again."""
+    parent = node.parent
+    while parent is not None and not parent.is_root and parent.rewards is None:
+        d = parent.depth
+        if d > len(rewards) or d > len(prefix_tokens):
+            return
+        parent.rewards = list(rewards[:d])
+        parent.prm_tokens = prefix_tokens[d - 1]
+        parent = parent.parent
 
 
 def _scored_prefix(node: Node) -> int:

@@ -257,3 +257,35 @@ def test_prm_batch_split_by_uncached_length():
         [alone] = run(plain.score([req]))
         assert got.rewards == pytest.approx(alone.rewards, abs=1e-4) and got.tokens == alone.tokens
     assert [r.cached_tokens > 0 for r in out] == [True] * 6 + [False, False]
+
+
+# ------------------------------------------------------------------ a path's read of its prefixes
+
+
+def assert_prefixes_read_alike(reward, steps, abs_tol=1e-4):
+    """Each convention is causal: a scored path's rewards and prefix lengths through step k are
+    what scoring the path cut after step k gives (the context scores a chain's prefixes with it)."""
+    [whole] = run(reward.score([ScoreRequest(PROBLEM, steps)]))
+    assert whole.prefix_tokens is not None and len(whole.prefix_tokens) == len(steps)
+    assert whole.prefix_tokens[-1] == whole.tokens
+    for k in range(1, len(steps) + 1):
+        [cut] = run(reward.score([ScoreRequest(PROBLEM, steps[:k])]))
+        assert whole.prefix_tokens[k - 1] == cut.tokens
+        assert whole.rewards[:k] == pytest.approx(cut.rewards, abs=abs_tol)
+
+
+@pytest.mark.parametrize("steps", [STEPS, ["37 + 48 = 85", "Now 85 * 6.", "85 * 6 = 510"]])
+def test_implicit_prm_reads_prefixes_as_the_path_does(steps):
+    assert_prefixes_read_alike(shipped("reward", OFF), steps)
+
+
+def test_math_shepherd_prm_reads_prefixes_as_the_path_does(tiny_dir):
+    reward = HFReward.from_config(EngineConfig(kind="hf", path=str(tiny_dir), device="cpu", options=OFF))
+    assert_prefixes_read_alike(reward, TREE[1][3])
+
+
+def test_classifier_prm_reads_prefixes_as_the_path_does(tmp_path):
+    tok, model, conv = _classifier(tmp_path)
+    assert_prefixes_read_alike(HFReward(tok, model, "cpu", conv, prefix_cache=None), TREE[1][3])
+    tok.chat_template = "{% for m in messages %}[{{ m.role }}]{{ m.content }}\n{% endfor %}"  # a turn end after the tags
+    assert_prefixes_read_alike(HFReward(tok, model, "cpu", conv, prefix_cache=None), TREE[1][3])

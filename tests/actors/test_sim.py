@@ -251,6 +251,7 @@ async def test_reward_is_deterministic_and_prefix_stable() -> None:
     for (problem, steps), res in zip(trajs, a):  # a step's reward does not change as the trajectory grows
         (short,) = await SimReward().score([ScoreRequest(problem, steps[:1])])
         assert short.rewards == res.rewards[:1]
+        assert short.tokens == res.prefix_tokens[0] and res.prefix_tokens[-1] == res.tokens
     other = await SimReward(seed=1).score(reqs)
     assert other != a
 

@@ -47,6 +47,42 @@ async def test_replay_hands_back_probe_samples_before_sampling():
     assert g[0] not in pr.samples
 
 
+async def test_replay_hands_step_searches_the_probe_chains_step_by_step():
+    p = problems(1, level=3)[0]
+    policy, prm = FakePolicy(p_correct=0.5), FakePRM()
+    ctx = make_ctx(p, policy, prm)
+    pr = await probe(ctx, k=2)
+    chains = [leaf.path() for leaf in pr.samples]
+    assert all(len(c) >= 2 for c in chains)
+    # the probe's chains were scored whole, and so their steps (a causal PRM reads prefixes alike)
+    assert all(c[0].rewards == c[-1].rewards[:1] for c in chains)
+    calls, scored, spent = len(policy.requests), prm.calls, ctx.spent.cost
+    replay = ReplayContext(ctx, pr.samples, ctx.temperature)
+    root = Node()
+    [first] = await replay.expand([root], 3)  # a step search's first expansion: two are the chains' first steps
+    assert first[:2] == [c[0] for c in chains] and all(n.parent is root for n in first)
+    assert len(policy.requests) == calls + 1 and policy.requests[-1].n == 1 and not policy.requests[-1].to_end
+    assert [n.index for n in first] == [0, 1, 2] and root.drawn == 3  # fresh samples come after the replayed
+    await replay.score(first)
+    assert prm.calls == scored + 1  # only the fresh step is scored
+    # a handed-out step's first child is its chain's next step; the others are sampled after it
+    [[nxt, other]] = await replay.expand([first[0]], 2)
+    assert nxt is chains[0][1] and other not in chains[0] and (nxt.index, other.index) == (0, 1)
+    # greedy never gets sampled steps; to_end from a handed-out step gets the rest of its chain
+    [[g]] = await replay.expand([first[1]], 1, temperature=0.0)
+    assert g is not chains[1][1]
+    [[rest]] = await replay.expand([first[1]], 1, to_end=True)
+    assert rest is pr.samples[1]
+    # what the search never reached joins auto's final vote: chain 0 unless its next step ended it
+    assert replay.unused() == ([] if nxt.terminal else [pr.samples[0]])
+    assert replay.replayed == 2 and ctx.spent.cost > spent
+    # DVTS-like: several roots share the chains, one each
+    fresh = ReplayContext(ctx, pr.samples, ctx.temperature)
+    roots = [Node(), Node()]
+    out = await fresh.expand(roots, 2)
+    assert [o[0] for o in out] == [c[0] for c in chains] and all(len(o) == 2 for o in out)
+
+
 def test_table_load_and_choose(tmp_path):
     t = AllocationTable.load()
     assert set(t.bins) == {"easy", "medium", "hard"}

@@ -12,6 +12,7 @@ interleave.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import random
 import zlib
@@ -105,7 +106,8 @@ class FakePRM:
 
     def score_one(self, req: ScoreRequest) -> ScoreResult:
         rewards = self.score_one_steps(req.problem, req.steps)
-        return ScoreResult(rewards=rewards, tokens=sum(tokens_of(s) for s in req.steps))
+        prefix = list(itertools.accumulate(tokens_of(s) for s in req.steps))  # causal: prefixes read alike
+        return ScoreResult(rewards=rewards, tokens=prefix[-1] if prefix else 0, prefix_tokens=prefix)
 
     def score_one_steps(self, problem: str, steps: list[str]) -> list[float]:
         rewards = []
