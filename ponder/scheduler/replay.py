@@ -10,8 +10,8 @@ root, each a chain of steps. A search gets them back wherever it asks for what t
 A replayed step is a sample of the same policy at the same temperature from the same prefix, so
 the search is the same search; it is only cheaper. Its PRM rewards are already known when the
 PRM is causal (`EngineContext` scores a chain's prefixes with it), otherwise it is scored as
-usual. Greedy calls (another temperature) never get sampled steps. Children take their sample
-index after the replayed ones, so no seed is drawn twice.
+usual. Greedy calls (another temperature) never get sampled steps. A step's own samples take
+their indices after the one replayed below it, so no two children share a seed.
 """
 
 from __future__ import annotations
@@ -105,8 +105,14 @@ class ReplayContext(SearchContext):
         search's own root); `below` is the rest of its chain. Returns the step, or with to_end
         the chain's last step (the whole rest is then handed out)."""
         step.parent = parent
-        step.index = parent.drawn
-        parent.drawn += 1
+        if not (to_end and parent.is_root):
+            # Below a handed-out step it is the parent's sample 0, so the parent's own samples
+            # take the next indices and no two children share a key. Whole solutions from a root
+            # keep the probe's indices (as before this step-level replay, so best-of-N's samples
+            # are unchanged): a finished solution is never expanded, and the root's samples are
+            # seeded by its own key, not the probe root's.
+            step.index = parent.drawn
+            parent.drawn += 1
         chain = [step, *below]
         for a, b in zip(chain, chain[1:]):
             if to_end:

@@ -57,3 +57,28 @@ async def test_adaptive_best_of_n_stops_at_the_same_round_under_any_latency_and_
     other = await run("best_of_n", "n=16", jitter=True, window_ms=3, max_batch=3, searches=2, params=params)
     assert base == other
     assert len({r[3].generations for r in base.values()}) > 1  # it did stop at different rounds
+
+
+STEP_STRATEGIES = ["beam_search", "dvts", "rebase", "mcts", "particle_filtering"]
+
+
+@pytest.mark.parametrize("strategy", STEP_STRATEGIES)
+async def test_auto_replaying_the_probe_step_by_step_is_the_same_under_any_latency_and_batching(strategy):
+    params = {"strategy": strategy, "probe_samples": 4}
+    base = await run("auto", "n=8", jitter=False, window_ms=0, max_batch=64, searches=32, params=params)
+    other = await run("auto", "n=8", jitter=True, window_ms=3, max_batch=3, searches=2, params=params)
+    assert base == other
+    assert any(r[0] is not None for r in base.values())
+
+
+async def test_step_searches_reuse_the_probe_instead_of_paying_it_again():
+    """On the simulator (a causal PRM), a step search after the probe is handed the probe's steps:
+    auto forced to it saves at least a quarter of the probe's cost on the search alone plus the
+    probe (beam search keeps only the chains that stay in its top N/M; REBASE nearly all)."""
+    for strategy in ("beam_search", "rebase"):
+        alone = await run(strategy, "n=8", jitter=False, window_ms=0, max_batch=64, searches=32)
+        probe = await run("probe", "n=4", jitter=False, window_ms=0, max_batch=64, searches=32)
+        auto = await run("auto", "n=8", jitter=False, window_ms=0, max_batch=64, searches=32,
+                         params={"strategy": strategy, "probe_samples": 4})
+        total = lambda rs: sum(r[3].cost for r in rs.values())  # noqa: E731
+        assert total(auto) < total(alone) + 0.75 * total(probe), strategy
