@@ -223,11 +223,8 @@ def _score_prefixes(node: Node, rewards: Sequence[float], prefix_tokens: Sequenc
     that later meets them (the probe's chains, replayed) does not score them again."""
     parent = node.parent
     while parent is not None and not parent.is_root and parent.rewards is None:
-        d = parent.depth
-        if d > len(rewards) or d > len(prefix_tokens):
-            return
-        parent.rewards = list(rewards[:d])
-        parent.prm_tokens = prefix_tokens[d - 1]
+        parent.rewards = list(rewards[: parent.depth])
+        parent.prm_tokens = prefix_tokens[parent.depth - 1]
         parent = parent.parent
 
 

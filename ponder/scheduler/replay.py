@@ -34,8 +34,12 @@ class ReplayContext(SearchContext):
         self._next: dict[int, Node] = {}  # id of a handed-out step -> its chain's next step
         self._reached: set[int] = set()  # ids of the chains' last steps handed out
         self._temperature = temperature  # the probe's sampling temperature
-        self.replayed = 0  # chains handed out (whole, or from their first step)
         self.replayed_steps = 0  # steps handed out
+
+    @property
+    def replayed(self) -> int:
+        """Chains handed out (whole, or from their first step)."""
+        return len(self._leaves) - len(self._samples)
 
     @property
     def spent(self):  # type: ignore[override]
@@ -80,30 +84,20 @@ class ReplayContext(SearchContext):
         its chain's next step (to_end: the rest of its chain)."""
         handed: list[list[Node]] = [[] for _ in nodes]
         roots = [i for i, node in enumerate(nodes) if node.is_root]
-        for turn in range(len(roots) * n):
-            if not self._samples:
-                break
+        for turn in range(min(len(roots) * n, len(self._samples))):
             i = roots[turn % len(roots)]
             path = self._samples.pop(0).path()
-            self.replayed += 1
-            handed[i].append(self._take(path[0], nodes[i], path[1:], to_end))
+            self._next.update((a.id, b) for a, b in zip(path, path[1:]))
+            handed[i].append(self._take(path[0], nodes[i], to_end))
         for i, node in enumerate(nodes):
             nxt = None if node.is_root else self._next.pop(node.id, None)
             if nxt is not None:
-                handed[i].append(self._take(nxt, node, self._chain_below(nxt), to_end))
+                handed[i].append(self._take(nxt, node, to_end))
         return handed
 
-    def _chain_below(self, step: Node) -> list[Node]:
-        out, node = [], step
-        while (nxt := self._next.get(node.id)) is not None:
-            out.append(nxt)
-            node = nxt
-        return out
-
-    def _take(self, step: Node, parent: Node, below: list[Node], to_end: bool) -> Node:
+    def _take(self, step: Node, parent: Node, to_end: bool) -> Node:
         """Hand out `step` as `parent`'s next sample (a chain's first step is hung under the
-        search's own root); `below` is the rest of its chain. Returns the step, or with to_end
-        the chain's last step (the whole rest is then handed out)."""
+        search's own root). Returns the step, or with to_end its chain's last step."""
         step.parent = parent
         if not (to_end and parent.is_root):
             # Below a handed-out step it is the parent's sample 0, so the parent's own samples
@@ -113,15 +107,12 @@ class ReplayContext(SearchContext):
             # seeded by its own key, not the probe root's.
             step.index = parent.drawn
             parent.drawn += 1
-        chain = [step, *below]
-        for a, b in zip(chain, chain[1:]):
-            if to_end:
-                self._next.pop(a.id, None)
-            else:
-                self._next[a.id] = b
-        self.replayed_steps += len(chain) if to_end else 1
-        got = chain[-1] if to_end else step
-        if got is chain[-1]:
+        got = step
+        self.replayed_steps += 1
+        while to_end and (nxt := self._next.pop(got.id, None)) is not None:
+            got = nxt
+            self.replayed_steps += 1
+        if got.id not in self._next:  # the chain's last step
             self._reached.add(got.id)
         return got
 

@@ -75,10 +75,12 @@ async def test_step_searches_reuse_the_probe_instead_of_paying_it_again():
     """On the simulator (a causal PRM), a step search after the probe is handed the probe's steps:
     auto forced to it saves at least a quarter of the probe's cost on the search alone plus the
     probe (beam search keeps only the chains that stay in its top N/M; REBASE nearly all)."""
+    def total(rs):
+        return sum(r[3].cost for r in rs.values())
+
+    probe = total(await run("probe", "n=4", jitter=False, window_ms=0, max_batch=64, searches=32))
     for strategy in ("beam_search", "rebase"):
         alone = await run(strategy, "n=8", jitter=False, window_ms=0, max_batch=64, searches=32)
-        probe = await run("probe", "n=4", jitter=False, window_ms=0, max_batch=64, searches=32)
         auto = await run("auto", "n=8", jitter=False, window_ms=0, max_batch=64, searches=32,
                          params={"strategy": strategy, "probe_samples": 4})
-        total = lambda rs: sum(r[3].cost for r in rs.values())  # noqa: E731
-        assert total(auto) < total(alone) + 0.75 * total(probe), strategy
+        assert total(auto) < total(alone) + 0.75 * probe, strategy
