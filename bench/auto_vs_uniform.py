@@ -29,7 +29,7 @@ from ponder.search.types import Problem, SearchResult
 from ponder.tasks.datasets import load_problems
 
 
-def make_runner(engine: str, concurrency: int) -> Runner:
+def make_runner(engine: str, concurrency: int, seed: int = 0) -> Runner:
     if engine == "hf":
         import torch
 
@@ -45,6 +45,7 @@ def make_runner(engine: str, concurrency: int) -> Runner:
         cfg = PonderConfig.from_dict({"policy": {"kind": "sim"}, "reward": {"kind": "sim"}})
     cfg.cluster.address = None
     cfg.scheduler.max_concurrent_searches = concurrency
+    cfg.search.seed = seed  # every sample's seed derives from it (and its place in the tree)
     return Runner(build_policy(cfg.policy), build_reward(cfg.reward), cfg)
 
 
@@ -98,7 +99,7 @@ def auto_vs_fixed(engine: str = "sim", dev: str = "arith:300:seed=11", test: str
                   table_path: Path | None = None, probe_samples: int = 4, auto_concurrency: int = 1,
                   cal_widths: tuple[int, ...] | None = None, fixed_from: str | None = None,
                   adaptive: tuple[str, ...] = ADAPTIVE, table_from: str | None = None,
-                  log: Any = print) -> dict[str, Any]:
+                  seed: int = 0, wide: tuple[str, ...] | None = None, log: Any = print) -> dict[str, Any]:
     """Calibrate on `dev`, then on `test`: weighted best-of-64, every fixed strategy at every
     width, and `auto` (the calibrated table) at job budgets that are fractions of best-of-64's
     cost; and the calibration's own check (test problems per bin, observed pass@1 per bin).
@@ -113,12 +114,17 @@ def auto_vs_fixed(engine: str = "sim", dev: str = "arith:300:seed=11", test: str
     earlier run on the same test set; widths that run lacks are measured here.
 
     `table_from` skips calibration and takes an earlier run's table (its dev set must not be
-    the test set), to measure `auto` at other budgets without recalibrating."""
+    the test set), to measure `auto` at other budgets without recalibrating.
+
+    `seed` is the search seed of every test run (calibration keeps seed 0: the table is what is
+    being evaluated, the seed only redraws the test runs' samples; `bench.auto_seeds` averages
+    runs over seeds). `wide` names the strategies measured at widths above the calibrated ones
+    (default: all); the others' curves stop there and they are compared only where measured."""
     from ponder.config import Budget
     from ponder.scheduler.allocation import AllocationTable
     from ponder.scheduler.calibrate import apply_map, calibrate, candidate, candidate_pass_rate
 
-    runner = make_runner(engine, concurrency)
+    runner = make_runner(engine, concurrency, seed)
     dev_ps, test_ps = load_problems(dev), load_problems(test)
     if {p.problem for p in dev_ps} & {p.problem for p in test_ps}:
         log("  warning: dev and test share problems")
@@ -128,7 +134,8 @@ def auto_vs_fixed(engine: str = "sim", dev: str = "arith:300:seed=11", test: str
     if table_from is not None:
         data = yaml.safe_load(Path(table_from).read_text())
     else:
-        data = asyncio.run(calibrate(dev_ps, runner, [Budget(n=w) for w in cal_widths or widths],
+        cal_runner = runner if seed == 0 else make_runner(engine, concurrency)
+        data = asyncio.run(calibrate(dev_ps, cal_runner, [Budget(n=w) for w in cal_widths or widths],
                                      list(strategies) + list(adaptive), probe_samples=probe_samples))
     table_path = table_path or Path(tempfile.mkdtemp(prefix="ponder-auto-")) / "table.yaml"
     table_path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -144,13 +151,17 @@ def auto_vs_fixed(engine: str = "sim", dev: str = "arith:300:seed=11", test: str
         import json
 
         prev = json.loads(Path(fixed_from).read_text())
-        if prev["test"] != test or prev["engine"] != engine:
-            raise ValueError(f"{fixed_from} is for {prev['engine']} / {prev['test']}, not {engine} / {test}")
+        if prev["test"] != test or prev["engine"] != engine or prev.get("seed", 0) != seed:
+            raise ValueError(f"{fixed_from} is for {prev['engine']} / {prev['test']} / seed {prev.get('seed', 0)}, "
+                             f"not {engine} / {test} / seed {seed}")
         fixed = {s: [p for p in c if p["n"] in widths] for s, c in prev["fixed"].items() if s in strategies}
+    top = max(cal_widths or widths)
     for s in strategies:  # every width the earlier run lacks is measured here
         for w in widths:
             if any(p["n"] == w for p in fixed.get(s, [])):
                 continue
+            if w > top and wide is not None and s not in wide and not (s == "best_of_n" and w == max(widths)):
+                continue  # best-of-N at the widest width is the bar: always measured
             res = asyncio.run(_results(runner, test_ps, s, f"n={w}"))
             fixed.setdefault(s, []).append({"n": w, **_summary(list(res.values()))})
             if s == "best_of_n" and w == max(widths):
@@ -194,7 +205,7 @@ def auto_vs_fixed(engine: str = "sim", dev: str = "arith:300:seed=11", test: str
 
     autos = []
     t0 = time.perf_counter()
-    auto_runner = make_runner(engine, auto_concurrency) if auto_concurrency != concurrency else runner
+    auto_runner = make_runner(engine, auto_concurrency, seed) if auto_concurrency != concurrency else runner
     for f in fractions:
         budget = str(max(1, int(uniform["cost"] * f)))
         res = list(asyncio.run(_results(auto_runner, test_ps, "auto", budget, {"table": str(table_path),
@@ -231,6 +242,7 @@ def auto_vs_fixed(engine: str = "sim", dev: str = "arith:300:seed=11", test: str
         "test": test,
         "problems": len(test_ps),
         "probe_samples": probe_samples,
+        "seed": seed,
         "auto_concurrency": auto_concurrency,
         "calibrated_widths": list(cal_widths or widths),
         "fixed_from": fixed_from,
@@ -377,6 +389,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fixed-from", default=None,
                     help="take the fixed strategies' figures from this earlier JSON (widths it lacks are measured)")
     ap.add_argument("--table-from", default=None, help="skip calibration: take this earlier run's table (YAML)")
+    ap.add_argument("--seed", type=int, default=0, help="search seed of the test runs (calibration keeps 0)")
+    ap.add_argument("--wide", default=None,
+                    help="strategies measured at widths above the calibrated ones (default: all; best-of-N's widest always)")
     ap.add_argument("--difficulty-only", action="store_true", help="only fit and check the difficulty map")
     ap.add_argument("--out", default=None, help="results JSON (default bench/results/auto_vs_fixed-<engine>.json)")
     args = ap.parse_args(argv)
@@ -397,7 +412,8 @@ def main(argv: list[str] | None = None) -> None:
                         strategies=tuple(args.strategies.split(",")), fixed_from=args.fixed_from,
                         adaptive=tuple(a for a in args.adaptive.split(";") if a), table_from=args.table_from,
                         cal_widths=tuple(int(w) for w in args.cal_widths.split(",")) if args.cal_widths else None,
-                        table_path=out.with_name(out.stem + "-table.yaml"))
+                        table_path=out.with_name(out.stem + "-table.yaml"), seed=args.seed,
+                        wide=tuple(args.wide.split(",")) if args.wide is not None else None)
     res["bench_s"] = round(time.perf_counter() - t0, 1)
     out.write_text(json.dumps(res, indent=1) + "\n")
     plot(res, out.with_suffix(".png"))
